@@ -1,0 +1,458 @@
+"""Load devbox.yaml: find it, parse it with positions, interpolate, layer the local file, validate, freeze.
+
+Config is data, validated once here; everything downstream trusts it. Every
+problem is collected (not only the first) and reported with file, line and
+column, as `ConfigError`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Config", "Port", "Mount", "Volume", "Ready", "Watch", "Rule", "find_config", "load", "CONFIG_NAME",
+           "LOCAL_NAME", "sanitise_name"]
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from . import schema
+from .errors import ConfigError, ConfigProblem
+
+CONFIG_NAME = "devbox.yaml"
+LOCAL_NAME = "devbox.local.yaml"
+
+# Keys whose change needs a new container; the rest (command, env, ready, watch...) only restart the server.
+CONTAINER_KEYS = ("image", "build", "workdir", "mounts", "volumes", "ports")
+
+
+@dataclass(frozen=True)
+class Port:
+    host_ip: str
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"
+
+    def __str__(self) -> str:
+        return f"{self.host_ip}:{self.host_port}:{self.container_port}" + ("/udp" if self.protocol == "udp" else "")
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Ready:
+    http: str | None = None
+    tcp: int | None = None
+    log: str | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Rule:
+    match: tuple[str, ...]
+    action: str  # restart | setup | rebuild | none | exec
+    exec: str | tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Watch:
+    paths: tuple[Path, ...]
+    ignore: tuple[str, ...] = ()
+    debounce_ms: int = 50
+    rules: tuple[Rule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Build:
+    context: Path
+    dockerfile: str = "Dockerfile"
+    args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class Compose:
+    file: Path
+    services: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    file: Path
+    project_dir: Path
+    name: str
+    image: str | None
+    build: Build | None
+    workdir: str
+    mounts: tuple[Mount, ...]
+    volumes: tuple[Volume, ...]
+    env: Mapping[str, str]
+    env_files: tuple[Path, ...]
+    ports: tuple[Port, ...]
+    setup: tuple[str | tuple[str, ...], ...]
+    command: str | tuple[str, ...]
+    stop_signal: str
+    stop_timeout: float
+    ready: Ready
+    watch: Watch
+    compose: Compose | None
+    raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)  # the merged input, for `devbox config`
+
+    def server_env(self) -> dict[str, str]:
+        """env_file entries, then `env` over them, as Compose orders them."""
+        out: dict[str, str] = {}
+        for path in self.env_files:
+            out.update(read_env_file(path))
+        out.update(self.env)
+        return out
+
+    def container_spec(self) -> dict[str, Any]:
+        """What defines the container: a change here recreates it; anything else restarts only the server."""
+        return {
+            "image": self.image,
+            "build": None if self.build is None else [str(self.build.context), self.build.dockerfile,
+                                                      dict(self.build.args), self.build.target],
+            "workdir": self.workdir,
+            "mounts": [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in self.mounts],
+            "volumes": [f"{v.name}:{v.target}" for v in self.volumes],
+            "ports": [str(p) for p in self.ports],
+        }
+
+    def container_hash(self, image_id: str = "") -> str:
+        data = json.dumps([self.container_spec(), image_id], sort_keys=True).encode()
+        return hashlib.sha256(data).hexdigest()[:16]
+
+    @property
+    def first_port(self) -> Port | None:
+        return self.ports[0] if self.ports else None
+
+
+# -- finding the file --------------------------------------------------------------------------
+
+def find_config(explicit: str | os.PathLike | None = None, start: Path | None = None) -> Path:
+    """The -f file, or devbox.yaml in the current folder or the nearest parent, like git."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError([ConfigProblem(str(explicit), 0, 0, "no such file (check the -f argument)")])
+        return path.resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return folder / CONFIG_NAME
+    raise ConfigError([ConfigProblem(CONFIG_NAME, 0, 0,
+                                     f"not found in {here} or any parent folder; run `devbox init` to write one")])
+
+
+def sanitise_name(text: str) -> str:
+    name = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")
+    return name or "devbox"
+
+
+# -- YAML with positions -------------------------------------------------------------------------
+
+Positions = dict[tuple, tuple[str, int, int]]  # key path -> (file, line, column); (path + ("<key>",)) for keys
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _parse(path: Path, shown: str, problems: list[ConfigProblem]) -> tuple[Any, Positions]:
+    """The document as plain data plus where each value (and key) sits in the file."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        problems.append(ConfigProblem(shown, 0, 0, f"cannot read: {e.strerror}"))
+        return None, {}
+    if b"\0" in data:
+        problems.append(ConfigProblem(shown, 0, 0, "is a binary file, not YAML"))
+        return None, {}
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        problems.append(ConfigProblem(shown, 0, 0, f"is not UTF-8 text (byte {e.start})"))
+        return None, {}
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        value = loader.construct_document(node)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        what = e.problem or e.context or "invalid YAML"
+        problems.append(ConfigProblem(shown, mark.line + 1 if mark else 0, mark.column + 1 if mark else 0,
+                                      f"YAML syntax: {what}"))
+        return None, {}
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError) as e:
+        problems.append(ConfigProblem(shown, 0, 0, f"YAML: {str(e).splitlines()[0] if str(e) else type(e).__name__}"))
+        return None, {}
+    finally:
+        loader.dispose()
+    positions: Positions = {}
+    _walk(loader, node, (), shown, positions, set())
+    return value, positions
+
+
+def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: tuple, shown: str, out: Positions, seen: set) -> None:
+    out.setdefault(path, (shown, node.start_mark.line + 1, node.start_mark.column + 1))
+    if id(node) in seen or len(path) > 50:  # aliases can make cycles
+        return
+    seen = seen | {id(node)}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            try:
+                key = loader.construct_object(key_node, deep=True)
+                hash(key)
+            except Exception:
+                continue
+            out.setdefault(path + (key, "<key>"), (shown, key_node.start_mark.line + 1, key_node.start_mark.column + 1))
+            _walk(loader, value_node, path + (key,), shown, out, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(loader, item, path + (i,), shown, out, seen)
+
+
+# -- interpolation -------------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-|:?\?)([^}]*))?\}|(\{[^}]*\}?))")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines, `export` allowed, quotes stripped, # comments skipped (the Compose .env format)."""
+    out: dict[str, str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        key = key.removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        out[key] = value
+    return out
+
+
+def interpolate(text: str, variables: Mapping[str, str]) -> str:
+    """Expand ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}; $$ is a literal $.
+
+    Raises ValueError with the message to show when a required variable is missing or the syntax is bad.
+    """
+
+    def expand(m: re.Match) -> str:
+        dollar, name, op, arg, bad = m.groups()
+        if dollar:
+            return "$"
+        if bad is not None:
+            raise ValueError(f"bad substitution '${bad}' (use ${{VAR}}, ${{VAR:-default}} or $$ for a literal $)")
+        value = variables.get(name)
+        empty = value is None or (op is not None and op.startswith(":") and value == "")
+        if op in (":-", "-"):
+            return arg if empty else value
+        if op in (":?", "?"):
+            if empty:
+                raise ValueError(f"${{{name}}} is required: {arg or 'set it in the environment or .env'}")
+            return value
+        return value or ""
+
+    return _VAR.sub(expand, text)
+
+
+def _interpolate_tree(value: Any, path: tuple, variables: Mapping[str, str], positions: Positions,
+                      problems: list[ConfigProblem]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate_tree(v, path + (k,), variables, positions, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate_tree(v, path + (i,), variables, positions, problems) for i, v in enumerate(value)]
+    if isinstance(value, str) and "$" in value:
+        try:
+            return interpolate(value, variables)
+        except ValueError as e:
+            file, line, col = positions.get(path, ("?", 0, 0))
+            problems.append(ConfigProblem(file, line, col, f"{schema.dotted(path)}: {e}"))
+    return value
+
+
+# -- layering ----------------------------------------------------------------------------------
+
+def deep_merge(base: Any, over: Any) -> Any:
+    """Maps merge by key; lists and scalars in `over` replace."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = deep_merge(base[k], v) if k in base else v
+        return out
+    return over
+
+
+def _merge_positions(base: Positions, over: Positions, merged: Any) -> Positions:
+    """Positions from `over` win; base positions stay only where the merged value still comes from base."""
+    out = dict(over)
+    for path, where in base.items():
+        if path in out:
+            continue
+        # a path survives from base unless some prefix of it was replaced wholesale by the local file
+        replaced = any(path[:i] in over and not _is_map_at(merged, path[:i]) for i in range(1, len(path) + 1))
+        if not replaced:
+            out[path] = where
+    return out
+
+
+def _is_map_at(data: Any, path: tuple) -> bool:
+    for part in path:
+        if part == "<key>":
+            return True
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            return False
+    return isinstance(data, dict)
+
+
+# -- the whole load --------------------------------------------------------------------------
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate, layer and validate; raise ConfigError with every problem found."""
+    path = Path(path).resolve()
+    project_dir = path.parent
+    environ = os.environ if environ is None else environ
+    problems: list[ConfigProblem] = []
+    variables = {**read_env_file(project_dir / ".env"), **environ}
+
+    layers = [(path, path.name)]
+    local = project_dir / LOCAL_NAME
+    if path.name == CONFIG_NAME and local.is_file():
+        layers.append((local, LOCAL_NAME))
+
+    merged: Any = None
+    positions: Positions = {}
+    for index, (file, shown) in enumerate(layers):
+        data, where = _parse(file, shown, problems)
+        if data is None and not problems:
+            if index == 0:
+                problems.append(ConfigProblem(shown, 0, 0, "is empty; run `devbox init` for a starter file"))
+            continue  # an empty local file changes nothing
+        if not isinstance(data, dict):
+            if data is not None:
+                line, col = where.get((), (shown, 1, 1))[1:]
+                problems.append(ConfigProblem(shown, line, col, f"expected a mapping of keys at the top, got {schema._describe(data)}"))
+            continue
+        data = _interpolate_tree(data, (), variables, where, problems)
+        positions = where if merged is None else _merge_positions(positions, where, deep_merge(merged, data))
+        merged = data if merged is None else deep_merge(merged, data)
+    if problems:
+        raise ConfigError(problems)
+
+    report = schema.Report()
+    checked = schema.SCHEMA.check(merged, (), report)
+    for p in report.problems:
+        key = p.path + ("<key>",) if p.at_key else p.path
+        where = positions.get(key) or _nearest(positions, p.path) or (path.name, 0, 0)
+        problems.append(ConfigProblem(where[0], where[1], where[2], p.message))
+    if not problems:
+        problems.extend(_check_paths(checked, project_dir, positions, path.name))
+    if problems:
+        problems.sort(key=lambda p: (p.file != path.name, p.file, p.line, p.column))
+        raise ConfigError(problems)
+    return _freeze(checked, path, project_dir, merged)
+
+
+def _nearest(positions: Positions, path: tuple) -> tuple[str, int, int] | None:
+    while path:
+        if path in positions:
+            return positions[path]
+        path = path[:-1]
+    return positions.get(())
+
+
+def _check_paths(data: dict, project_dir: Path, positions: Positions, shown: str) -> list[ConfigProblem]:
+    """Files that must exist on the host: env_file entries and watch paths."""
+    out = []
+    env_files = data.get("env_file") or []
+    for i, name in enumerate(env_files if isinstance(env_files, list) else [env_files]):
+        if not (project_dir / name).is_file():
+            file, line, col = positions.get(("env_file", i)) or positions.get(("env_file",)) or (shown, 0, 0)
+            out.append(ConfigProblem(file, line, col, f"env_file: '{name}' does not exist (create it or remove the entry)"))
+    for i, name in enumerate((data.get("watch") or {}).get("paths") or []):
+        if not (project_dir / name).exists():
+            file, line, col = positions.get(("watch", "paths", i)) or (shown, 0, 0)
+            out.append(ConfigProblem(file, line, col, f"watch.paths: '{name}' does not exist"))
+    return out
+
+
+def _command(value: Any) -> str | tuple[str, ...]:
+    return value if isinstance(value, str) else tuple(value)
+
+
+def _freeze(data: dict, path: Path, project_dir: Path, raw: Any) -> Config:
+    workdir = data.get("workdir", "/app")
+    mounts = []
+    for text in data.get("mounts", [f".:{workdir}"]):
+        host, target, ro = schema.parse_mount(text)
+        mounts.append(Mount((project_dir / os.path.expanduser(host)).resolve(), target, ro))
+    ports = []
+    for item in data.get("ports", []):
+        addr, host, container, proto = schema.parse_port(str(item))
+        ports.append(Port(addr, host, container, proto))
+    ready = data.get("ready", {})
+    watch = data.get("watch", {})
+    rules = []
+    for rule in watch.get("rules", []):
+        action = rule["action"]
+        if isinstance(action, dict):
+            rules.append(Rule(tuple(rule["match"]), "exec", _command(action["exec"])))
+        else:
+            rules.append(Rule(tuple(rule["match"]), action))
+    build = data.get("build")
+    if isinstance(build, str):
+        build = {"context": build}
+    compose = data.get("compose")
+    env_files = data.get("env_file", [])
+    return Config(
+        file=path,
+        project_dir=project_dir,
+        name=data.get("name") or sanitise_name(project_dir.name),
+        image=data.get("image"),
+        build=None if build is None else Build((project_dir / build.get("context", ".")).resolve(),
+                                               build.get("dockerfile", "Dockerfile"), build.get("args", {}),
+                                               build.get("target")),
+        workdir=workdir,
+        mounts=tuple(mounts),
+        volumes=tuple(Volume(*schema.parse_volume(v)) for v in data.get("volumes", [])),
+        env=data.get("env", {}),
+        env_files=tuple(project_dir / f for f in env_files),
+        ports=tuple(ports),
+        setup=tuple(_command(c) for c in data.get("setup", [])),
+        command=_command(data["command"]),
+        stop_signal=schema.parse_signal(data.get("stop_signal", "SIGTERM")),
+        stop_timeout=float(data.get("stop_timeout", 5)),
+        ready=Ready(ready.get("http"), ready.get("tcp"), ready.get("log"), float(ready.get("timeout", 30))),
+        watch=Watch(tuple((project_dir / p).resolve() for p in watch.get("paths", ["."])),
+                    tuple(watch.get("ignore", [])), int(watch.get("debounce_ms", 50)), tuple(rules)),
+        compose=None if compose is None else Compose((project_dir / compose["file"]).resolve(),
+                                                     tuple(compose.get("services", []))),
+        raw=raw,
+    )

@@ -1,0 +1,92 @@
+"""Know when a freshly started server is up: an HTTP answer, an open TCP port, or a line in its output.
+
+Probes go through the published port on the host, the way the user's browser
+does. Docker's userland proxy accepts a connection on the host port even while
+nothing listens in the container, then closes it; so a probe counts only a real
+answer (any HTTP status), or for tcp a connection the far side keeps open.
+"""
+
+from __future__ import annotations
+
+__all__ = ["wait_ready", "probe_address"]
+
+import http.client
+import socket
+import time
+
+from .config import Config, Port
+from .server import ServerProcess
+
+POLL = 0.005  # seconds between probes: a refused local connect costs microseconds, so poll often
+
+
+def probe_address(port: Port) -> tuple[str, int]:
+    host = port.host_ip
+    if host in ("0.0.0.0", "", "::", "localhost"):
+        host = "127.0.0.1"
+    return host, port.host_port
+
+
+def _published(config: Config, container_port: int | None) -> Port | None:
+    for port in config.ports:
+        if container_port is None or port.container_port == container_port:
+            return port
+    return None
+
+
+def _http_answers(address: tuple[str, int], path: str) -> bool:
+    conn = http.client.HTTPConnection(*address, timeout=2)
+    try:
+        conn.request("GET", path, headers={"User-Agent": "devbox-ready"})
+        conn.getresponse().read()
+        return True
+    except (ConnectionError, http.client.RemoteDisconnected, socket.timeout, OSError):
+        return False
+    except http.client.HTTPException:
+        return True  # something answered, just not HTTP: the server is up
+    finally:
+        conn.close()
+
+
+def _tcp_open(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=1) as s:
+            s.settimeout(0.05)
+            try:
+                return s.recv(1) != b""  # data: a server that speaks first
+            except socket.timeout:
+                return True  # the far side keeps the connection open: a real listener
+    except OSError:
+        return False
+
+
+def wait_ready(config: Config, proc: ServerProcess, cancelled) -> str:
+    """Block until ready; returns "ready", "exited", "cancelled", "timeout" or "no check"."""
+    ready = config.ready
+    if ready.log:
+        check = proc.log_matched.is_set
+    elif ready.http is not None or (ready.tcp is None and config.ports):
+        port = _published(config, None) if ready.http is not None or ready.tcp is None else None
+        if port is None:
+            return "no check"
+        address, path = probe_address(port), ready.http
+        check = (lambda: _http_answers(address, path)) if path is not None else (lambda: _tcp_open(address))
+    elif ready.tcp is not None:
+        port = _published(config, ready.tcp)
+        if port is None:
+            return "no check"
+        address = probe_address(port)
+        check = lambda: _tcp_open(address)  # noqa: E731
+    else:
+        return "no check"
+    deadline = time.monotonic() + ready.timeout
+    while True:
+        if proc.exited.is_set():
+            return "exited"
+        if cancelled():
+            return "cancelled"
+        if check():
+            return "ready"
+        if time.monotonic() > deadline:
+            return "timeout"
+        time.sleep(POLL)

@@ -1,0 +1,206 @@
+"""Watch the project on the host: which changes count (ignore rules), and what each change asks for (rules).
+
+Patterns use .gitignore syntax, relative to the project folder: `*.log` matches
+at any depth, `media/` matches a folder and all below it, `/build` and `a/b`
+are anchored, `**` spans folders, `!` re-includes. The same patterns serve
+`watch.ignore` and `watch.rules[].match`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Pattern", "IgnoreRules", "ChangeFilter", "Watcher", "plan", "Plan", "USUAL_JUNK"]
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import watchfiles
+
+from .config import Rule
+
+# On top of watchfiles' DefaultFilter (.git, __pycache__, node_modules, *.pyc, editor swap and ~ files, ...):
+# files a running dev server writes into its own source tree, which must not restart it.
+USUAL_JUNK = ("*.sqlite3", "*.sqlite3-journal", "*.db-journal", "*.log", ".coverage", "*.tmp", "*.swx",
+              ".#*", "#*#", "4913", ".DS_Store", "devbox.local.yaml~")
+
+
+class Pattern:
+    """One .gitignore-style pattern."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.negated = text.startswith("!")
+        body = text[1:] if self.negated else text
+        self.dir_only = body.endswith("/")
+        body = body.rstrip("/")
+        self.anchored = "/" in body
+        self.regex = re.compile(_glob_to_regex(body.lstrip("/")))
+
+    def __repr__(self) -> str:
+        return f"Pattern({self.text!r})"
+
+    def matches(self, relative: str, is_dir: bool = False) -> bool:
+        """True if `relative` (a / path) or one of its parent folders matches."""
+        parts = relative.split("/")
+        for i in range(1, len(parts) + 1):
+            candidate_is_dir = i < len(parts) or is_dir
+            if self.dir_only and not candidate_is_dir:
+                continue
+            candidate = "/".join(parts[:i]) if self.anchored else parts[i - 1]
+            if self.regex.fullmatch(candidate):
+                return True
+        return False
+
+
+def _glob_to_regex(glob: str) -> str:
+    out, i = "", 0
+    while i < len(glob):
+        c = glob[i]
+        if glob.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+            continue
+        if glob.startswith("**", i):
+            out += ".*"
+            i += 2
+            continue
+        if c == "*":
+            out += "[^/]*"
+        elif c == "?":
+            out += "[^/]"
+        elif c == "[":
+            end = glob.find("]", i + 1)
+            if end == -1:
+                out += re.escape(c)
+            else:
+                inner = glob[i + 1:end].replace("\\", "\\\\")
+                out += "[" + ("^" + inner[1:] if inner.startswith("!") else inner) + "]"
+                i = end
+        elif c == "\\" and i + 1 < len(glob):
+            out += re.escape(glob[i + 1])
+            i += 1
+        else:
+            out += re.escape(c)
+        i += 1
+    return out
+
+
+class IgnoreRules:
+    """An ordered list of patterns where the last match wins, as in .gitignore."""
+
+    def __init__(self, patterns: Iterable[str]):
+        self.patterns = [Pattern(p) for p in patterns if p.strip() and not p.lstrip().startswith("#")]
+
+    @classmethod
+    def for_project(cls, project_dir: Path, extra: Iterable[str] = ()) -> "IgnoreRules":
+        lines: list[str] = list(USUAL_JUNK)
+        gitignore = project_dir / ".gitignore"
+        if gitignore.is_file():
+            lines += [line.rstrip("\n").rstrip() for line in gitignore.read_text(errors="replace").splitlines()]
+        lines += list(extra)
+        return cls(lines)
+
+    def __repr__(self) -> str:
+        return f"IgnoreRules({[p.text for p in self.patterns]!r})"
+
+    def ignored(self, relative: str, is_dir: bool = False) -> bool:
+        result = False
+        for pattern in self.patterns:
+            if pattern.negated == result and pattern.matches(relative, is_dir):
+                result = not pattern.negated
+        return result
+
+
+class ChangeFilter(watchfiles.DefaultFilter):
+    """watchfiles' defaults plus the project's ignore rules."""
+
+    def __init__(self, project_dir: Path, rules: IgnoreRules):
+        super().__init__()
+        self.project_dir, self.rules = project_dir, rules
+
+    def __call__(self, change: watchfiles.Change, path: str) -> bool:
+        if not super().__call__(change, path):
+            return False
+        try:
+            relative = Path(path).relative_to(self.project_dir).as_posix()
+        except ValueError:
+            return True  # a watch path outside the project: only the defaults apply
+        return not self.rules.ignored(relative, Path(path).is_dir())
+
+
+@dataclass
+class Plan:
+    """What one batch of changes asks for."""
+
+    restart: bool = False
+    setup: bool = False
+    rebuild: bool = False
+    exec: list = field(default_factory=list)
+    reason: str = ""
+
+
+def plan(changed: Iterable[str], rules: Iterable[Rule]) -> Plan:
+    """Decide per file (first matching rule wins; unmatched restarts), then take the strongest action."""
+    compiled = [([Pattern(m) for m in rule.match], rule) for rule in rules]
+    result = Plan()
+    triggers: list[str] = []
+    for path in sorted(changed):
+        action, command = "restart", None
+        for patterns, rule in compiled:
+            if any(p.matches(path) for p in patterns):
+                action, command = rule.action, rule.exec
+                break
+        if action == "none":
+            continue
+        triggers.append(path)
+        if action == "exec":
+            if command not in result.exec:
+                result.exec.append(command)
+        else:
+            setattr(result, action, True)
+    if result.rebuild or result.setup:
+        result.restart = True
+    if triggers:
+        more = f" and {len(triggers) - 1} more" if len(triggers) > 1 else ""
+        result.reason = f"{triggers[0]}{more} changed"
+    return result
+
+
+class Watcher:
+    """A thread that hands each settled batch of changes (relative paths, when seen) to `on_change`."""
+
+    def __init__(self, paths: Iterable[Path], project_dir: Path, ignore: IgnoreRules, debounce_ms: int,
+                 on_change: Callable[[set[str], float], None]):
+        self.paths = [str(p) for p in paths]
+        self.project_dir = project_dir
+        self.filter = ChangeFilter(project_dir, ignore)
+        self.debounce_ms = debounce_ms
+        self.on_change = on_change
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="devbox-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def _relative(self, path: str) -> str:
+        try:
+            return Path(path).relative_to(self.project_dir).as_posix()
+        except ValueError:
+            return path
+
+    def _run(self) -> None:
+        # `step` is the quiet time after the last event before a batch is handed over; `debounce`
+        # caps how long one never-quiet burst is collected (watchfiles' 1.6 s default is for that cap).
+        for changes in watchfiles.watch(*self.paths, watch_filter=self.filter, step=max(1, self.debounce_ms),
+                                        debounce=max(1600, self.debounce_ms * 4), stop_event=self._stop,
+                                        raise_interrupt=False, rust_timeout=0, yield_on_timeout=False):
+            seen = time.monotonic()
+            self.on_change({self._relative(path) for _, path in changes}, seen)

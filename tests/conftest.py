@@ -1,0 +1,233 @@
+"""Fixtures that let a test read like a user's session: write a devbox.yaml, run `devbox up`, edit, observe.
+
+Every wait has a deadline. Every container and volume a test makes carries the label
+devbox.project=dbt-..., and is removed by that label when the test ends, pass or fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import docker
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import images  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_PREFIX = "dbt-"
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port: int, path: str = "/", timeout: float = 2) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.read().decode()
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return None
+
+
+def wait_http(port: int, text: str, path: str = "/", timeout: float = 30) -> str:
+    return wait_until(lambda: (body := http_get(port, path)) is not None and text in body and body,
+                      timeout, f"http://127.0.0.1:{port}{path} to answer {text!r}")
+
+
+class DevboxRun:
+    """`devbox ARGS` as a subprocess, its combined output collected line by line."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None):
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen([sys.executable, "-m", "devbox", *args], cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def count(self, pattern: str) -> int:
+        with self._cond:
+            return sum(1 for line in self.lines if re.search(pattern, line))
+
+    def wait_for(self, pattern: str, timeout: float = 30, count: int = 1) -> str:
+        """Wait until `pattern` has matched `count` lines in total; the last such line."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [line for line in self.lines if re.search(pattern, line)]
+                if len(found) >= count:
+                    return found[count - 1]
+                if self.proc.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(f"devbox exited ({self.proc.returncode}) before {pattern!r}:\n{self.output}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out waiting for {pattern!r} x{count}; output:\n{self.output}")
+                self._cond.wait(min(left, 0.2))
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"devbox did not exit within {timeout}s; output:\n{self.output}")
+        self._reader.join(5)
+        return code
+
+    def interrupt(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.wait(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Project:
+    """A project folder with a devbox.yaml, its unique name, a free host port and helpers to look inside."""
+
+    def __init__(self, path: Path, client: docker.DockerClient):
+        self.path, self.client = path, client
+        self.name = TEST_PREFIX + uuid.uuid4().hex[:8]
+        self.port = free_port()
+        self.runs: list[DevboxRun] = []
+
+    def write(self, relative: str, text: str) -> Path:
+        target = self.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text))
+        return target
+
+    def config(self, text: str) -> Path:
+        """Write devbox.yaml; {name} and {port} are filled in."""
+        return self.write("devbox.yaml", textwrap.dedent(text).format(name=self.name, port=self.port))
+
+    def devbox(self, *args: str, env: dict[str, str] | None = None) -> DevboxRun:
+        run = DevboxRun(list(args), self.path, env)
+        self.runs.append(run)
+        return run
+
+    def up(self, *args: str, env: dict[str, str] | None = None) -> DevboxRun:
+        return self.devbox("up", *args, env=env)
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "devbox", *args], cwd=self.path, capture_output=True,
+                              text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+    def container(self):
+        found = self.client.containers.list(all=True, filters={"label": f"devbox.project={self.name}"})
+        return found[0] if found else None
+
+    def processes(self, needle: str) -> list[dict]:
+        """Processes in the container whose command line contains `needle` (pid, pgid, state, args)."""
+        container = self.container()
+        if container is None or container.status != "running":
+            return []
+        container.reload()
+        if container.status != "running":
+            return []
+        top = container.top(ps_args="-o pid,pgid,stat,args")
+        rows = [dict(zip(("pid", "pgid", "stat", "args"), row)) for row in top.get("Processes") or []]
+        return [r for r in rows if needle in r["args"] and not r["stat"].startswith("Z")]
+
+    def cleanup(self) -> None:
+        for run in self.runs:
+            run.close()
+        remove_by_label(self.client, f"devbox.project={self.name}")
+
+
+def remove_by_label(client: docker.DockerClient, label: str) -> None:
+    for container in client.containers.list(all=True, filters={"label": label}):
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+    for volume in client.volumes.list(filters={"label": label}):
+        try:
+            volume.remove(force=True)
+        except docker.errors.APIError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def client() -> docker.DockerClient:
+    try:
+        c = docker.from_env()
+        c.ping()
+    except Exception as e:
+        message = f"no Docker engine answers ({e}); start dockerd or run .ci/run"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    yield c
+    # a sweep for anything a crashed test left behind
+    for container in c.containers.list(all=True, filters={"label": "devbox.project"}):
+        if container.labels.get("devbox.project", "").startswith(TEST_PREFIX):
+            container.remove(force=True)
+
+
+@pytest.fixture(scope="session")
+def busybox_image(client) -> str:
+    return images.build_busybox()
+
+
+@pytest.fixture(scope="session")
+def python_image(client) -> str:
+    return images.build_python()
+
+
+@pytest.fixture(scope="session")
+def site_packages() -> Path:
+    return images.install_frameworks()
+
+
+@pytest.fixture
+def project(tmp_path, client) -> Project:
+    p = Project(tmp_path / "app", client)
+    p.path.mkdir()
+    yield p
+    p.cleanup()

@@ -1,0 +1,81 @@
+"""Build the test images offline and cache them by tag; `python tests/images.py` builds them all (CI does).
+
+- busybox: FROM scratch + Debian's static busybox (sh, httpd, kill, sleep) + /tmp.
+- python: `debootstrap --variant=minbase --include=python3 bookworm`, imported with `docker import`.
+- frameworks: Django and Flask installed on the host with `pip install --target`, mounted read-only
+  into the python image and found through PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BUSYBOX_IMAGE = "devbox-test/busybox:1"
+PYTHON_IMAGE = "devbox-test/python:bookworm"
+FRAMEWORKS = ("django==5.2.*", "flask==3.1.*")
+CACHE = Path(os.environ.get("DEVBOX_TEST_CACHE", Path.home() / ".cache" / "devbox-tests"))
+SITE_DIR = CACHE / "site-django52-flask31"
+BUSYBOX_BINARY = Path("/bin/busybox")
+
+
+def _have_image(tag: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+def build_busybox() -> str:
+    if _have_image(BUSYBOX_IMAGE):
+        return BUSYBOX_IMAGE
+    if not BUSYBOX_BINARY.is_file():
+        raise RuntimeError(f"{BUSYBOX_BINARY} is missing: apt-get install busybox-static")
+    with tempfile.TemporaryDirectory() as ctx:
+        shutil.copy(BUSYBOX_BINARY, Path(ctx) / "busybox")
+        (Path(ctx) / "Dockerfile").write_text(
+            "FROM scratch\n"
+            "COPY busybox /bin/busybox\n"
+            'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+            "RUN mkdir -p /tmp && chmod 1777 /tmp\n"
+            'CMD ["sh"]\n'
+        )
+        subprocess.run(["docker", "build", "-q", "-t", BUSYBOX_IMAGE, ctx], check=True,
+                       env={**os.environ, "DOCKER_BUILDKIT": "0"}, stdout=subprocess.DEVNULL)
+    return BUSYBOX_IMAGE
+
+
+def build_python() -> str:
+    if _have_image(PYTHON_IMAGE):
+        return PYTHON_IMAGE
+    if shutil.which("debootstrap") is None:
+        raise RuntimeError("debootstrap is missing: apt-get install debootstrap")
+    with tempfile.TemporaryDirectory(dir=CACHE.parent if CACHE.parent.exists() else None) as root:
+        subprocess.run(["debootstrap", "--variant=minbase", "--include=python3", "bookworm", root,
+                        "http://deb.debian.org/debian"], check=True, stdout=subprocess.DEVNULL)
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "-", PYTHON_IMAGE], stdin=tar.stdout, check=True,
+                       stdout=subprocess.DEVNULL)
+        tar.wait()
+    return PYTHON_IMAGE
+
+
+def install_frameworks() -> Path:
+    marker = SITE_DIR / ".complete"
+    if marker.is_file():
+        return SITE_DIR
+    shutil.rmtree(SITE_DIR, ignore_errors=True)
+    SITE_DIR.mkdir(parents=True)
+    # the image's python is 3.11: ask pip for wheels that fit it, whatever python runs this script
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(SITE_DIR),
+                    "--python-version", "3.11", "--only-binary=:all:", *FRAMEWORKS], check=True)
+    marker.write_text("ok\n")
+    return SITE_DIR
+
+
+if __name__ == "__main__":
+    CACHE.mkdir(parents=True, exist_ok=True)
+    print("busybox image:", build_busybox(), flush=True)
+    print("frameworks:", install_frameworks(), flush=True)
+    print("python image:", build_python(), flush=True)
