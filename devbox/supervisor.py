@@ -19,12 +19,12 @@ from typing import Callable
 
 import docker
 
-from .config import Config
+from .config import LOCAL_NAME, Config, load
 from .container import Box
-from .errors import ContainerError
+from .errors import ConfigError, ContainerError
 from .ready import wait_ready
 from .server import ExecLauncher, ServerProcess
-from .watch import IgnoreRules, Watcher, plan
+from .watch import IgnoreRules, Watcher, forget_bytecode, plan
 
 CRASH_LINES = 10
 
@@ -65,6 +65,7 @@ class Supervisor:
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # put() is safe from signal handlers
         self.box = Box(client, config, report)
         self.launcher: ExecLauncher | None = None
+        self.watcher: Watcher | None = None
         self.current: ServerProcess | None = None
         self.reason = ""  # why the current server was started, for the ready line
         self.seen = 0.0  # when the change behind the current start was seen
@@ -73,20 +74,13 @@ class Supervisor:
 
     def run(self) -> int:
         began = time.monotonic()
-        container, created = self.box.ensure(self.recreate)
-        self.launcher = ExecLauncher(self.client.api, container.id, self.config.workdir)
-        if created and self.config.setup and not self._setup():
-            self.box.remove()  # so that the next `up` runs setup again on a fresh container
-            raise ContainerError(f"setup failed, container removed: fix `setup` in {self.config.file.name} "
-                                 "and run `devbox up` again")
+        self._ensure_container(self.recreate)
+        assert self.launcher is not None
         if self.launcher.end_leftover(self.config.stop_signal, self.config.stop_timeout):
             self.say("ended a server left running by an earlier `devbox up`")
-        watcher = Watcher(self.config.watch.paths, self.config.project_dir,
-                          IgnoreRules.for_project(self.config.project_dir, self.config.watch.ignore),
-                          self.config.watch.debounce_ms, lambda paths, seen: self.events.put(Changed(paths, seen)))
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            watcher.start()
+            self._watch()
             self._start("start", began)
             while True:
                 batch = self._next_batch()
@@ -104,11 +98,28 @@ class Supervisor:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            watcher.stop()
+            if self.watcher is not None:
+                self.watcher.stop()
             self._stop_server()
             self.say("stopping container")
             self.box.stop()
         return 0
+
+    def _ensure_container(self, recreate: bool = False) -> None:
+        container, created = self.box.ensure(recreate)
+        self.launcher = ExecLauncher(self.client.api, container.id, self.config.workdir)
+        if created and self.config.setup and not self._setup():
+            self.box.remove()  # so that the next `up` runs setup again on a fresh container
+            raise ContainerError(f"setup failed, container removed: fix `setup` in {self.config.file.name} "
+                                 "and run `devbox up` again")
+
+    def _watch(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        cfg = self.config
+        self.watcher = Watcher(cfg.watch.paths, cfg.project_dir, IgnoreRules.for_project(cfg.project_dir, cfg.watch.ignore),
+                               cfg.watch.debounce_ms, lambda paths, seen: self.events.put(Changed(paths, seen)))
+        self.watcher.start()
 
     def _next_batch(self) -> list[Event]:
         batch = [self.events.get()]
@@ -126,7 +137,10 @@ class Supervisor:
     # -- decide ---------------------------------------------------------------------------------
 
     def _on_changes(self, paths: set[str], seen: float) -> None:
+        if paths & self.config_files:
+            self._reload_config()
         todo = plan(paths, self.config.watch.rules)
+        forget_bytecode(self.config.project_dir, paths)
         for command in todo.exec:
             self.say(f"running `{_show(command)}` ({todo.reason})")
             self._run_in_container(command)
@@ -139,6 +153,28 @@ class Supervisor:
                 return
         if todo.restart:
             self._restart(todo.reason, seen)
+
+    @property
+    def config_files(self) -> set[str]:
+        return {self.config.file.name, LOCAL_NAME}
+
+    def _reload_config(self) -> None:
+        """Live config: an invalid file keeps the old config; container keys recreate; the rest restarts."""
+        try:
+            new = load(self.config.file)
+        except ConfigError as e:
+            for problem in e.problems:
+                self.say(str(problem))
+            self.say("config not applied; still running the previous one")
+            return
+        old, self.config = self.config, new
+        self.box = Box(self.client, new, self.say)
+        if new.container_spec() != old.container_spec() or new.name != old.name:
+            self._stop_server()
+            self._ensure_container()
+        if new.watch != old.watch:
+            self._watch()
+        self.say(f"reloaded {new.file.name}")
 
     def _on_exit(self, proc: ServerProcess) -> None:
         code = proc.exit_code

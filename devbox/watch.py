@@ -8,7 +8,7 @@ are anchored, `**` spans folders, `!` re-includes. The same patterns serve
 
 from __future__ import annotations
 
-__all__ = ["Pattern", "IgnoreRules", "ChangeFilter", "Watcher", "plan", "Plan", "USUAL_JUNK"]
+__all__ = ["Pattern", "IgnoreRules", "ChangeFilter", "Watcher", "plan", "Plan", "USUAL_JUNK", "forget_bytecode"]
 
 import re
 import threading
@@ -167,6 +167,24 @@ def plan(changed: Iterable[str], rules: Iterable[Rule]) -> Plan:
         more = f" and {len(triggers) - 1} more" if len(triggers) > 1 else ""
         result.reason = f"{triggers[0]}{more} changed"
     return result
+
+
+def forget_bytecode(project_dir: Path, changed: Iterable[str]) -> None:
+    """Delete the cached bytecode of changed .py files.
+
+    Python trusts a .pyc whose recorded source mtime (whole seconds) and size match, so two
+    same-size saves within one second would serve the old code. Cheaper to delete a file than
+    to turn bytecode caching off for the whole project.
+    """
+    for relative in changed:
+        if not relative.endswith(".py"):
+            continue
+        source = project_dir / relative
+        for cached in (source.parent / "__pycache__").glob(f"{source.stem}.*.pyc"):
+            try:
+                cached.unlink()
+            except OSError:
+                pass  # written by another user in the container: Python will still check mtime and size
 
 
 class Watcher:

@@ -1,0 +1,1 @@
+"""Starter devbox.yaml files, one per framework; shipped inside the package as devbox.templates."""

@@ -1,0 +1,128 @@
+"""Real frameworks in the python image: Django (runserver --noreload) and Flask, edited while `devbox up` runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from conftest import wait_http, wait_until
+
+DJANGO_CONFIG = """\
+name: {name}
+image: devbox-test/python:bookworm
+mounts:
+  - .:/app
+  - SITE:/site:ro
+env:
+  PYTHONPATH: /site
+  DJANGO_DEBUG: "1"
+ports: ["{port}:8000"]
+command: python3 manage.py runserver 0.0.0.0:8000 --noreload
+ready:
+  http: /hello/
+"""
+
+VIEWS = """\
+from django.http import HttpResponse
+
+
+def hello(request):
+    return HttpResponse("hello {}")
+"""
+
+# The Django way to run something once per server: only in the serving process, marked RUN_MAIN=true.
+PAGES_APPS = """\
+import os
+import threading
+import time
+
+from django.apps import AppConfig
+
+
+class PagesConfig(AppConfig):
+    name = "pages"
+
+    def ready(self):
+        if os.environ.get("RUN_MAIN") == "true":
+            threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+            with open("/tmp/thread-starts.log", "a") as f:
+                f.write(f"thread started in {os.getpid()}\\n")
+"""
+
+
+def make_django_project(project, site_packages):
+    subprocess.run([sys.executable, "-m", "django", "startproject", "mysite", str(project.path)], check=True,
+                   env={"PYTHONPATH": str(site_packages), "PATH": "/usr/bin:/bin"})
+    project.config(DJANGO_CONFIG.replace("SITE", str(site_packages)))
+    project.write("mysite/views.py", VIEWS.format("v1"))
+    project.write("pages/__init__.py", "")
+    project.write("pages/apps.py", PAGES_APPS)
+    settings = project.path / "mysite" / "settings.py"
+    text = settings.read_text().replace("ALLOWED_HOSTS = []", 'ALLOWED_HOSTS = ["*"]')
+    text = re.sub(r"""(['"])django.contrib.staticfiles\1,""", r"\g<0>\n    'pages',", text)
+    assert "'pages'" in text
+    settings.write_text(text)
+    urls = project.path / "mysite" / "urls.py"
+    text = urls.read_text().replace("from django.urls import path", "from django.urls import path\nfrom . import views")
+    text = re.sub(r"""path\((['"])admin/\1, admin.site.urls\),""", r"\g<0>\n    path('hello/', views.hello),", text)
+    assert "views.hello" in text
+    urls.write_text(text)
+
+
+def thread_starts(project) -> int:
+    result = project.container().exec_run(["sh", "-c", "cat /tmp/thread-starts.log 2>/dev/null"])
+    return len(result.output.decode().splitlines())
+
+
+def test_django_edit_is_served_and_ready_runs_once_per_start(project, python_image, site_packages):
+    make_django_project(project, site_packages)
+    run = project.up()
+    run.wait_for(r"ready in [\d.]+s \(start\)", timeout=60)
+    assert wait_http(project.port, "hello v1", "/hello/") == "hello v1"
+    container = project.container()
+    started_at = container.attrs["State"]["StartedAt"]
+    assert thread_starts(project) == 1
+
+    for version in ("v2", "v3"):
+        project.write("mysite/views.py", VIEWS.format(version))
+        wait_http(project.port, f"hello {version}", "/hello/")
+    run.wait_for(r"ready in [\d.]+s \(mysite/views.py changed\)", count=2)
+
+    # one runserver at a time, one AppConfig thread per start, and the same container throughout
+    servers = [p for p in project.processes("manage.py runserver") if p["args"].startswith("python3")]
+    assert len(servers) == 1, servers
+    wait_until(lambda: thread_starts(project) == 3, 10, "three AppConfig.ready thread starts")
+    container.reload()
+    assert container.id == project.container().id
+    assert container.attrs["State"]["StartedAt"] == started_at
+    assert run.interrupt() == 0
+
+
+def test_flask_edit_is_served(project, python_image, site_packages):
+    project.config("""\
+        name: {name}
+        image: devbox-test/python:bookworm
+        mounts: [".:/app", "%s:/site:ro"]
+        env: {{PYTHONPATH: /site, FLASK_APP: app}}
+        ports: ["{port}:5000"]
+        command: python3 -m flask run --host 0.0.0.0 --port 5000
+        ready: {{http: /}}
+        """ % site_packages)
+    app = """\
+        from flask import Flask
+        app = Flask(__name__)
+
+        @app.get("/")
+        def index():
+            return "flask %s"
+        """
+    project.write("app.py", app % "one")
+    run = project.up()
+    run.wait_for(r"ready in .*\(start\)", timeout=60)
+    wait_http(project.port, "flask one")
+    project.write("app.py", app % "two")
+    wait_http(project.port, "flask two")
+    run.wait_for(r"ready in .*\(app.py changed\)")
+    assert len([p for p in project.processes("flask run") if p["args"].startswith("python3")]) == 1
+    assert run.interrupt() == 0
