@@ -49,6 +49,40 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    data = _config(args).to_dict()
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), end="")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from .schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .init import write_starter
+
+    folder = Path.cwd()
+    template, written = write_starter(folder, args.template, args.force)
+    print(f"devbox: wrote {', '.join(written)} from the {template} template")
+    print("next: check `image`, `ports` and `command` in devbox.yaml, then run `devbox up`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-f", "--file", help="the devbox.yaml to use (default: look up from the current folder)")
@@ -66,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     down = verbs.add_parser("down", parents=[common], help="stop and remove the container")
     down.add_argument("--volumes", action="store_true", help="also remove the project's named volumes")
     down.set_defaults(func=cmd_down)
+
+    config = verbs.add_parser("config", parents=[common], help="print the resolved config, or its errors")
+    config.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    config.set_defaults(func=cmd_config)
+
+    schema = verbs.add_parser("schema", parents=[common], help="print the JSON Schema of devbox.yaml")
+    schema.set_defaults(func=cmd_schema)
+
+    from .init import TEMPLATES
+
+    init = verbs.add_parser("init", parents=[common], help="write a devbox.yaml from a template")
+    init.add_argument("--template", choices=TEMPLATES, help="default: detected from the files here")
+    init.add_argument("--force", action="store_true", help="overwrite an existing devbox.yaml")
+    init.set_defaults(func=cmd_init)
     return parser
 
 

@@ -137,9 +137,41 @@ class Config:
         data = json.dumps([self.container_spec(), image_id], sort_keys=True).encode()
         return hashlib.sha256(data).hexdigest()[:16]
 
-    @property
-    def first_port(self) -> Port | None:
-        return self.ports[0] if self.ports else None
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config in the input's key shape (what `devbox config` prints)."""
+        def command(c: str | tuple[str, ...]) -> str | list[str]:
+            return c if isinstance(c, str) else list(c)
+
+        out: dict[str, Any] = {"name": self.name}
+        if self.image is not None:
+            out["image"] = self.image
+        if self.build is not None:
+            out["build"] = {"context": str(self.build.context), "dockerfile": self.build.dockerfile,
+                            "args": dict(self.build.args)} | ({"target": self.build.target} if self.build.target else {})
+        out |= {
+            "workdir": self.workdir,
+            "mounts": [f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in self.mounts],
+            "volumes": [f"{v.name}:{v.target}" for v in self.volumes],
+            "env": dict(self.env),
+            "env_file": [str(p) for p in self.env_files],
+            "ports": [str(p) for p in self.ports],
+            "setup": [command(c) for c in self.setup],
+            "command": command(self.command),
+            "stop_signal": self.stop_signal,
+            "stop_timeout": self.stop_timeout,
+            "ready": {k: v for k, v in (("http", self.ready.http), ("tcp", self.ready.tcp), ("log", self.ready.log))
+                      if v is not None} | {"timeout": self.ready.timeout},
+            "watch": {
+                "paths": [str(p) for p in self.watch.paths],
+                "ignore": list(self.watch.ignore),
+                "debounce_ms": self.watch.debounce_ms,
+                "rules": [{"match": list(r.match), "action": {"exec": command(r.exec)} if r.action == "exec" else r.action}
+                          for r in self.watch.rules],
+            },
+        }
+        if self.compose is not None:
+            out["compose"] = {"file": str(self.compose.file), "services": list(self.compose.services)}
+        return out
 
 
 # -- finding the file --------------------------------------------------------------------------
@@ -188,7 +220,13 @@ def _parse(path: Path, shown: str, problems: list[ConfigProblem]) -> tuple[Any, 
     except UnicodeDecodeError as e:
         problems.append(ConfigProblem(shown, 0, 0, f"is not UTF-8 text (byte {e.start})"))
         return None, {}
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        problems.append(ConfigProblem(shown, line, column, f"YAML syntax: character {e.character!r} is not allowed"))
+        return None, {}
     try:
         node = loader.get_single_node()
         if node is None:
@@ -282,17 +320,18 @@ def interpolate(text: str, variables: Mapping[str, str]) -> str:
 
 
 def _interpolate_tree(value: Any, path: tuple, variables: Mapping[str, str], positions: Positions,
-                      problems: list[ConfigProblem]) -> Any:
+                      problems: list[ConfigProblem], failed: set[tuple]) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate_tree(v, path + (k,), variables, positions, problems) for k, v in value.items()}
+        return {k: _interpolate_tree(v, path + (k,), variables, positions, problems, failed) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate_tree(v, path + (i,), variables, positions, problems) for i, v in enumerate(value)]
+        return [_interpolate_tree(v, path + (i,), variables, positions, problems, failed) for i, v in enumerate(value)]
     if isinstance(value, str) and "$" in value:
         try:
             return interpolate(value, variables)
         except ValueError as e:
             file, line, col = positions.get(path, ("?", 0, 0))
             problems.append(ConfigProblem(file, line, col, f"{schema.dotted(path)}: {e}"))
+            failed.add(path)
     return value
 
 
@@ -349,6 +388,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
 
     merged: Any = None
     positions: Positions = {}
+    failed: set[tuple] = set()  # paths whose interpolation failed: reported once, not validated again
     for index, (file, shown) in enumerate(layers):
         data, where = _parse(file, shown, problems)
         if data is None and not problems:
@@ -360,15 +400,17 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
                 line, col = where.get((), (shown, 1, 1))[1:]
                 problems.append(ConfigProblem(shown, line, col, f"expected a mapping of keys at the top, got {schema._describe(data)}"))
             continue
-        data = _interpolate_tree(data, (), variables, where, problems)
+        data = _interpolate_tree(data, (), variables, where, problems, failed)
         positions = where if merged is None else _merge_positions(positions, where, deep_merge(merged, data))
         merged = data if merged is None else deep_merge(merged, data)
-    if problems:
+    if merged is None:
         raise ConfigError(problems)
 
     report = schema.Report()
     checked = schema.SCHEMA.check(merged, (), report)
     for p in report.problems:
+        if p.path in failed:
+            continue
         key = p.path + ("<key>",) if p.at_key else p.path
         where = positions.get(key) or _nearest(positions, p.path) or (path.name, 0, 0)
         problems.append(ConfigProblem(where[0], where[1], where[2], p.message))

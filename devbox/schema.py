@@ -221,14 +221,15 @@ class Map(Node):
                 report.add(path + (key,), f"unknown key '{key}'{where}{suffix}", at_key=True)
                 continue
             out[key] = node.check(item, path + (key,), report)
+        prefix = f"{dotted(path)}: " if path else ""
         for key in self.required:
             if key not in value:
-                report.add(path, f"{dotted(path)}: missing required key '{key}'")
+                report.add(path, f"{prefix}missing required key '{key}'")
         if self.one_of and sum(k in value for k in self.one_of) != 1:
             names = " or ".join(f"'{k}'" for k in self.one_of)
             found = [k for k in self.one_of if k in value]
             report.add(path + ((found[-1],) if len(found) > 1 else ()),
-                       f"{dotted(path)}: expected exactly one of {names}, got {'both' if found else 'neither'}",
+                       f"{prefix}expected exactly one of {names}, got {'both' if found else 'neither'}",
                        at_key=bool(found))
         return out
 
@@ -279,8 +280,10 @@ def parse_mount(text: str) -> tuple[str, str, bool]:
     mode = "rw"
     if len(parts) == 3:
         mode = parts.pop()
-    if len(parts) != 2 or not parts[0] or not parts[1] or mode not in ("ro", "rw"):
-        raise ValueError("form is HOST:CONTAINER[:ro]")
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        raise ValueError("a host path and a container path, separated by ':'")
+    if mode not in ("ro", "rw"):
+        raise ValueError(f"mode must be ro or rw, not '{mode}'")
     if not parts[1].startswith("/"):
         raise ValueError(f"container path '{parts[1]}' must be absolute")
     return parts[0], parts[1], mode == "ro"

@@ -1,0 +1,74 @@
+"""Property: whatever bytes or YAML the loader is fed, it returns a Config or raises ConfigError, and the
+CLI answers 0 or 2 with one line per problem: never a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devbox.cli import main
+from devbox.config import Config, load
+from devbox.errors import ConfigError
+from devbox.schema import SCHEMA
+
+KEYS = list(SCHEMA.fields) + ["port", "ready", "http", "tcp", "log", "timeout", "paths", "rules", "match", "action",
+                              "exec", "debounce_ms", "ignore", "context", "file", "services"]
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-70000, 70000), st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.sampled_from(["8000:8000", "1.2.3.4:80:80", ".:/app", ".:/app:ro", "SIGTERM", "/", "x:y:z:w", "${A}", "${A:?m}",
+                     "$$", "${", "python -m app", "*.py", "restart", "none", "setup", "..", "/"]),
+)
+values = st.recursive(
+    scalars,
+    lambda children: st.one_of(st.lists(children, max_size=4),
+                               st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=8)), children, max_size=6)),
+    max_leaves=25,
+)
+documents = st.dictionaries(st.sampled_from(KEYS), values, max_size=10)
+
+
+def check_loader(folder: Path, data: bytes) -> None:
+    path = folder / "devbox.yaml"
+    path.write_bytes(data)
+    try:
+        assert isinstance(load(path, environ={}), Config)
+    except ConfigError as e:
+        assert e.problems and all(str(p).startswith("devbox.yaml") for p in e.problems)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["config", "-f", str(path)])
+    assert code in (0, 2), err.getvalue()
+    assert "Traceback" not in err.getvalue() and "devbox: unexpected" not in err.getvalue(), err.getvalue()
+
+
+FUZZ = settings(max_examples=int(os.environ.get("DEVBOX_FUZZ_EXAMPLES", "400")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(documents)
+def test_random_yaml_documents(document):
+    with tempfile.TemporaryDirectory() as folder:
+        check_loader(Path(folder), yaml.safe_dump(document, allow_unicode=True).encode())
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_random_bytes(data):
+    with tempfile.TemporaryDirectory() as folder:
+        check_loader(Path(folder), data)
+
+
+@FUZZ
+@given(st.text(alphabet=st.sampled_from(list("ab: -[]{}'\"\n\t#&*!|>%@`,?$")), max_size=80))
+def test_random_yaml_punctuation(text):
+    with tempfile.TemporaryDirectory() as folder:
+        check_loader(Path(folder), text.encode())
