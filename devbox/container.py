@@ -79,26 +79,26 @@ class Box:
 
     # -- up ----------------------------------------------------------------------------------
 
-    def ensure(self, recreate: bool = False) -> tuple[Container, bool]:
-        """Reuse, start, recreate or create the container; returns it and whether it is new."""
+    def ensure(self, recreate: bool = False) -> tuple[Container, str]:
+        """Reuse, start, recreate or create the container; returns it and "reused", "started" or "created"."""
         image_id = self.ensure_image()
         wanted = self.config.container_hash(image_id)
         current = self.find()
         if current is not None:
             labels = current.labels
             if labels.get(LABEL_HASH) == wanted and not recreate:
-                if current.status != "running":
-                    self.say(f"starting container {current.name}")
-                    self._start(current)
-                else:
+                if current.status == "running":
                     self.say(f"reusing container {current.name}")
-                return current, False
+                    return current, "reused"
+                self.say(f"starting container {current.name}")
+                self._start(current)
+                return current, "started"
             why = "--recreate given" if recreate else self._what_changed(labels, image_id)
             self.say(f"recreating container {current.name}: {why}")
             self._remove(current)
         container = self._create(image_id, wanted)
         self._start(container)
-        return container, True
+        return container, "created"
 
     def _what_changed(self, labels: dict, image_id: str) -> str:
         try:

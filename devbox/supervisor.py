@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = ["Supervisor"]
 
+import os
 import queue
 import signal
 import sys
@@ -69,19 +70,24 @@ class Supervisor:
         self.current: ServerProcess | None = None
         self.reason = ""  # why the current server was started, for the ready line
         self.seen = 0.0  # when the change behind the current start was seen
+        self.trace = os.environ.get("DEVBOX_TRACE") == "1"  # time each phase of a restart
 
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> int:
         began = time.monotonic()
-        self._ensure_container(self.recreate)
+        state = self._ensure_container(self.recreate)
         assert self.launcher is not None
-        if self.launcher.end_leftover(self.config.stop_signal, self.config.stop_timeout):
+        self._trace(began, f"container {state}")
+        # only a container that kept running can hold a server left by a `devbox up` killed with -9
+        if state == "reused" and self.launcher.end_leftover(self.config.stop_signal, self.config.stop_timeout):
             self.say("ended a server left running by an earlier `devbox up`")
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._watch()
+            self._trace(began, "watching")
             self._start("start", began)
+            self._trace(began, "server exec started")
             while True:
                 batch = self._next_batch()
                 if any(isinstance(e, Stop) for e in batch):
@@ -105,13 +111,18 @@ class Supervisor:
             self.box.stop()
         return 0
 
-    def _ensure_container(self, recreate: bool = False) -> None:
-        container, created = self.box.ensure(recreate)
+    def _trace(self, since: float, what: str) -> None:
+        if self.trace:
+            self.say(f"trace: {what} at {1000 * (time.monotonic() - since):.0f}ms")
+
+    def _ensure_container(self, recreate: bool = False) -> str:
+        container, state = self.box.ensure(recreate)
         self.launcher = ExecLauncher(self.client.api, container.id, self.config.workdir)
-        if created and self.config.setup and not self._setup():
+        if state == "created" and self.config.setup and not self._setup():
             self.box.remove()  # so that the next `up` runs setup again on a fresh container
             raise ContainerError(f"setup failed, container removed: fix `setup` in {self.config.file.name} "
                                  "and run `devbox up` again")
+        return state
 
     def _watch(self) -> None:
         if self.watcher is not None:
@@ -204,8 +215,13 @@ class Supervisor:
     # -- act ------------------------------------------------------------------------------------
 
     def _restart(self, reason: str, seen: float) -> None:
+        acted = time.monotonic()
         self._stop_server()
+        stopped = time.monotonic()
         self._start(reason, seen)
+        if self.trace:
+            self.say(f"trace: seen->act {1000 * (acted - seen):.1f}ms, stop {1000 * (stopped - acted):.1f}ms, "
+                     f"start exec {1000 * (time.monotonic() - stopped):.1f}ms")
 
     def _start(self, reason: str, seen: float) -> None:
         assert self.launcher is not None

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
-
+from apps import make_django_app, value_module
 from conftest import wait_http, wait_until
 
 DJANGO_CONFIG = """\
@@ -23,51 +20,9 @@ ready:
   http: /hello/
 """
 
-VIEWS = """\
-from django.http import HttpResponse
-
-
-def hello(request):
-    return HttpResponse("hello {}")
-"""
-
-# The Django way to run something once per server: only in the serving process, marked RUN_MAIN=true.
-PAGES_APPS = """\
-import os
-import threading
-import time
-
-from django.apps import AppConfig
-
-
-class PagesConfig(AppConfig):
-    name = "pages"
-
-    def ready(self):
-        if os.environ.get("RUN_MAIN") == "true":
-            threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
-            with open("/tmp/thread-starts.log", "a") as f:
-                f.write(f"thread started in {os.getpid()}\\n")
-"""
-
-
 def make_django_project(project, site_packages):
-    subprocess.run([sys.executable, "-m", "django", "startproject", "mysite", str(project.path)], check=True,
-                   env={"PYTHONPATH": str(site_packages), "PATH": "/usr/bin:/bin"})
+    make_django_app(project.path, site_packages)
     project.config(DJANGO_CONFIG.replace("SITE", str(site_packages)))
-    project.write("mysite/views.py", VIEWS.format("v1"))
-    project.write("pages/__init__.py", "")
-    project.write("pages/apps.py", PAGES_APPS)
-    settings = project.path / "mysite" / "settings.py"
-    text = settings.read_text().replace("ALLOWED_HOSTS = []", 'ALLOWED_HOSTS = ["*"]')
-    text = re.sub(r"""(['"])django.contrib.staticfiles\1,""", r"\g<0>\n    'pages',", text)
-    assert "'pages'" in text
-    settings.write_text(text)
-    urls = project.path / "mysite" / "urls.py"
-    text = urls.read_text().replace("from django.urls import path", "from django.urls import path\nfrom . import views")
-    text = re.sub(r"""path\((['"])admin/\1, admin.site.urls\),""", r"\g<0>\n    path('hello/', views.hello),", text)
-    assert "views.hello" in text
-    urls.write_text(text)
 
 
 def thread_starts(project) -> int:
@@ -85,9 +40,9 @@ def test_django_edit_is_served_and_ready_runs_once_per_start(project, python_ima
     assert thread_starts(project) == 1
 
     for version in ("v2", "v3"):
-        project.write("mysite/views.py", VIEWS.format(version))
+        project.write("mysite/value.py", value_module(version))
         wait_http(project.port, f"hello {version}", "/hello/")
-    run.wait_for(r"ready in [\d.]+s \(mysite/views.py changed\)", count=2)
+    run.wait_for(r"ready in [\d.]+s \(mysite/value.py changed\)", count=2)
 
     # one runserver at a time, one AppConfig thread per start, and the same container throughout
     servers = [p for p in project.processes("manage.py runserver") if p["args"].startswith("python3")]

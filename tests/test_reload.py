@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from conftest import http_get, wait_http, wait_until
 
 BUSYBOX_APP = """\
@@ -60,11 +62,15 @@ def test_burst_of_500_files_gives_one_restart(project, busybox_image):
     assert run.interrupt() == 0
 
 
-def test_server_ignoring_sigterm_is_killed_after_stop_timeout(project, busybox_image):
+STOP_METHODS = pytest.mark.parametrize("stop_method", ["auto", "exec"], ids=["host-signal", "second-exec"])
+
+
+@STOP_METHODS
+def test_server_ignoring_sigterm_is_killed_after_stop_timeout(project, busybox_image, stop_method):
     # `trap "" TERM` is inherited as ignored by httpd, so only SIGKILL ends this tree
     busybox_project(project, extra="stop_timeout: 1\n",
                     command="trap '' TERM; echo started; httpd -f -p 8000 -h /app/www")
-    run = project.up()
+    run = project.up(env={"DEVBOX_STOP": stop_method})
     run.wait_for(r"ready in .*\(start\)")
     old = project.processes("httpd")
     assert len(old) == 1
@@ -151,14 +157,15 @@ def test_crash_waits_for_a_change_then_serves_again(project, python_image):
     assert run.interrupt() == 0
 
 
-def test_forked_children_leave_no_process_behind(project, python_image):
+@STOP_METHODS
+def test_forked_children_leave_no_process_behind(project, python_image, stop_method):
     project.config("""\
         name: {name}
         image: devbox-test/python:bookworm
         ports: ["{port}:8000"]
         command: python3 -m http.server 8000 & python3 -c 'import time; time.sleep(600)' & wait
         """)
-    run = project.up()
+    run = project.up(env={"DEVBOX_STOP": stop_method})
     run.wait_for(r"ready in .*\(start\)")
     def servers():
         return [p for p in project.processes("python3") if p["args"].startswith("python3")]

@@ -1,0 +1,381 @@
+#!/usr/bin/env python3
+"""Edit-to-serving, side by side: devbox, Django's StatReloader in a container, `docker compose watch`
+(restart action, init: true), and the floor (the same server's cold start through docker exec).
+
+    python bench/reload.py [--saves 15] [--out bench/results/latest.json]
+
+One run, one Django app (`django-admin startproject` plus /hello/ returning VALUE from mysite/value.py),
+the same edits for every contender. Also: a 1,000-file `git checkout` under devbox, devbox's idle CPU
+and its RSS while watching 100,000 files, and `devbox up` to ready with and without a container.
+Builds its own offline images (tests/images.py). Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import docker
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+import apps  # noqa: E402
+import images  # noqa: E402
+
+LABEL = "devbox.bench"
+SERVER = ["python3", "manage.py", "runserver", "0.0.0.0:8000"]
+POLL = 0.002
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello/", timeout=2) as r:
+            return r.read().decode()
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return None
+
+
+def wait_serving(port: int, text: str, timeout: float = 60) -> float:
+    """The monotonic time at which /hello/ first answers with `text` (polled every 2 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if get(port) == text:
+            return time.monotonic()
+        time.sleep(POLL)
+    raise TimeoutError(f"port {port} did not serve {text!r} within {timeout}s")
+
+
+def saves(app: Path, port: int, count: int, tag: str, settle: float) -> list[float]:
+    """Write a new VALUE (each save a different size, so no .pyc can look fresh) and time until it is served."""
+    times = []
+    for i in range(count):
+        value = f"{tag}-{i}-" + "x" * i
+        time.sleep(settle)  # let the previous restart finish and the mtime clock move on
+        began = time.monotonic()
+        (app / "mysite" / "value.py").write_text(apps.value_module(value))
+        times.append(wait_serving(port, f"hello {value}") - began)
+    return times
+
+
+def summary(times: list[float]) -> dict:
+    ordered = sorted(times)
+    return {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1],
+            "p90": ordered[max(0, int(round(0.9 * (len(ordered) - 1))))], "n": len(ordered), "all": ordered}
+
+
+class Devbox:
+    """`devbox up` as a subprocess, its output collected."""
+
+    def __init__(self, app: Path, env: dict | None = None):
+        self.lines: list[str] = []
+        self.began = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-m", "devbox", "up"], cwd=app, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append((time.monotonic(), line.rstrip()))
+
+    def count(self, pattern: str) -> int:
+        return sum(1 for _, line in list(self.lines) if re.search(pattern, line))
+
+    def wait_count(self, pattern: str, count: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count(pattern) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{pattern} x{count}")
+            time.sleep(0.01)
+
+    def wait_line(self, pattern: str, timeout: float = 120) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for at, line in list(self.lines):
+                if re.search(pattern, line):
+                    return at - self.began
+            if self.proc.poll() is not None:
+                raise RuntimeError("devbox exited:\n" + "\n".join(l for _, l in self.lines))
+            time.sleep(0.005)
+        raise TimeoutError(pattern)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(60)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# -- the contenders --------------------------------------------------------------------------------
+
+def bench_floor(client, app: Path, site: Path, count: int) -> list[float]:
+    """The server's own cold start: exec runserver in an idle container, time until the first answer."""
+    port = free_port()
+    container = client.containers.run(images.PYTHON_IMAGE, ["sleep", "infinity"], init=True, detach=True,
+                                      working_dir="/app", labels={LABEL: "floor"},
+                                      volumes={str(app): {"bind": "/app", "mode": "rw"},
+                                               str(site): {"bind": "/site", "mode": "ro"}},
+                                      ports={"8000/tcp": ("127.0.0.1", port)})
+    times = []
+    try:
+        value = (app / "mysite" / "value.py").read_text().split("'")[1]
+        for _ in range(count):
+            began = time.monotonic()
+            exec_id = client.api.exec_create(container.id, ["sh", "-c", 'echo $$ > /tmp/pid; exec "$@"', "-",
+                                                            *SERVER, "--noreload"],
+                                             environment={"PYTHONPATH": "/site", "PYTHONUNBUFFERED": "1"})["Id"]
+            client.api.exec_start(exec_id, detach=True)
+            times.append(wait_serving(port, f"hello {value}") - began)
+            container.exec_run(["sh", "-c", "kill -TERM -$(cat /tmp/pid); while kill -0 $(cat /tmp/pid) 2>/dev/null; do sleep 0.01; done"])
+            time.sleep(0.2)
+    finally:
+        container.remove(force=True)
+    return times
+
+
+def bench_statreloader(client, app: Path, site: Path, count: int) -> list[float]:
+    port = free_port()
+    container = client.containers.run(images.PYTHON_IMAGE, SERVER, init=True, detach=True, working_dir="/app",
+                                      labels={LABEL: "statreloader"},
+                                      environment={"PYTHONPATH": "/site", "PYTHONUNBUFFERED": "1"},
+                                      volumes={str(app): {"bind": "/app", "mode": "rw"},
+                                               str(site): {"bind": "/site", "mode": "ro"}},
+                                      ports={"8000/tcp": ("127.0.0.1", port)})
+    try:
+        wait_serving(port, get_value(app))
+        return saves(app, port, count, "stat", settle=1.2)
+    finally:
+        container.remove(force=True)
+
+
+def bench_compose_watch(app: Path, site: Path, count: int) -> list[float]:
+    port = free_port()
+    project = f"devboxbench{os.getpid()}"
+    compose = app.parent / "compose.bench.yaml"
+    compose.write_text(json.dumps({
+        "services": {"web": {
+            "image": images.PYTHON_IMAGE, "init": True, "working_dir": "/app",
+            "command": [*SERVER, "--noreload"],
+            "environment": {"PYTHONPATH": "/site", "PYTHONUNBUFFERED": "1"},
+            "volumes": [f"{app}:/app", f"{site}:/site:ro"],
+            "ports": [f"127.0.0.1:{port}:8000"],
+            "labels": {LABEL: "compose"},
+            "develop": {"watch": [{"path": str(app), "action": "restart"}]},
+        }}}))
+    cmd = ["docker", "compose", "-p", project, "-f", str(compose)]
+    watch = subprocess.Popen([*cmd, "watch"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_serving(port, get_value(app), timeout=120)
+        time.sleep(1)
+        return saves(app, port, count, "compose", settle=1.2)
+    finally:
+        watch.send_signal(signal.SIGINT)
+        try:
+            watch.wait(20)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+        subprocess.run([*cmd, "down", "-t", "1"], capture_output=True)
+
+
+def get_value(app: Path) -> str:
+    return "hello " + (app / "mysite" / "value.py").read_text().split("'")[1]
+
+
+def devbox_yaml(app: Path, site: Path, port: int, name: str) -> None:
+    (app / "devbox.yaml").write_text(
+        f"name: {name}\nimage: {images.PYTHON_IMAGE}\n"
+        f"mounts: ['.:/app', '{site}:/site:ro']\nenv: {{PYTHONPATH: /site}}\nports: ['{port}:8000']\n"
+        "command: python3 manage.py runserver 0.0.0.0:8000 --noreload\nready: {http: /hello/}\n")
+
+
+def bench_devbox(app: Path, site: Path, count: int, results: dict, env: dict | None = None) -> list[float]:
+    port = free_port()
+    name = f"devboxbench-{os.getpid()}"
+    devbox_yaml(app, site, port, name)
+    run = Devbox(app, env)
+    try:
+        run.wait_line(r"ready in")
+        times = saves(app, port, count, "devbox", settle=0.5)
+        if results is None:
+            return times
+
+        # a 1,000-file git checkout: one restart, and how long until the new code is served
+        run.wait_count(r"ready in", count + 1)  # the last save's ready line may trail its first answer
+        before = run.count(r"ready in")
+        began = time.monotonic()
+        subprocess.run(["git", "checkout", "-qf", "burst"], cwd=app, check=True)
+        results["burst_to_serving_s"] = wait_serving(port, "hello burst") - began
+        time.sleep(2)
+        results["burst_restarts"] = run.count(r"ready in") - before
+        subprocess.run(["git", "checkout", "-qf", "main"], cwd=app, check=True)
+        wait_serving(port, get_value(app))
+        time.sleep(1)
+
+        # idle CPU over 30 s
+        used = cpu_seconds(run.proc.pid)
+        time.sleep(30)
+        results["idle_cpu_percent"] = (cpu_seconds(run.proc.pid) - used) / 30 * 100
+        results["rss_mb_small_tree"] = rss_mb(run.proc.pid)
+        assert run.stop() == 0
+
+        # `up` to ready: with the (stopped) container there, and with none
+        run = Devbox(app, env)
+        results["up_existing_container_s"] = run.wait_line(r"ready in")
+        assert run.stop() == 0
+        subprocess.run([sys.executable, "-m", "devbox", "down"], cwd=app, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+        run = Devbox(app, env)
+        results["up_new_container_s"] = run.wait_line(r"ready in")
+        return times
+    finally:
+        if run.proc.poll() is None:
+            run.stop()
+        subprocess.run([sys.executable, "-m", "devbox", "down"], cwd=app, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+        (app / "devbox.yaml").unlink(missing_ok=True)
+
+
+def bench_big_tree(work: Path, files: int) -> float:
+    """devbox's RSS while watching a tree of `files` files (busybox server: only the watcher matters)."""
+    tree = work / "bigtree"
+    per_dir = 500
+    for d in range(files // per_dir):
+        folder = tree / "src" / f"d{d:04d}"
+        folder.mkdir(parents=True)
+        for f in range(per_dir):
+            (folder / f"f{f}.py").write_bytes(b"")
+    port = free_port()
+    (tree / "devbox.yaml").write_text(f"name: devboxbench-big-{os.getpid()}\nimage: {images.BUSYBOX_IMAGE}\n"
+                                      f"ports: ['{port}:8000']\ncommand: httpd -f -p 8000 -h /app\n")
+    run = Devbox(tree)
+    try:
+        run.wait_line(r"ready in")
+        time.sleep(3)
+        (tree / "src" / "d0000" / "f0.py").write_text("x = 1\n")  # the watcher works on the big tree too
+        run.wait_line(r"ready in .*f0.py changed", timeout=30)
+        return rss_mb(run.proc.pid)
+    finally:
+        run.stop()
+        subprocess.run([sys.executable, "-m", "devbox", "down"], cwd=tree, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def prepare_app(work: Path, site: Path) -> Path:
+    app = work / "app"
+    apps.make_django_app(app, site, value="start")
+    (app / ".gitignore").write_text("*.sqlite3\n__pycache__/\ndevbox.yaml\n")
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=app, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=app, check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], cwd=app, check=True)
+    subprocess.run([*git, "checkout", "-qb", "burst"], cwd=app, check=True)
+    data = app / "pages" / "data"
+    data.mkdir()
+    for i in range(999):
+        (data / f"f{i:04d}.txt").write_text(f"{i}\n")
+    (app / "mysite" / "value.py").write_text(apps.value_module("burst"))
+    subprocess.run([*git, "add", "-A"], cwd=app, check=True)
+    subprocess.run([*git, "commit", "-qm", "1000 files"], cwd=app, check=True)
+    subprocess.run([*git, "checkout", "-q", "main"], cwd=app, check=True)
+    return app
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--saves", type=int, default=15)
+    parser.add_argument("--big-tree", type=int, default=100_000, help="files in the RSS tree (0 to skip)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    args = parser.parse_args()
+
+    client = docker.from_env()
+    images.build_python(), images.build_busybox()
+    site = images.install_frameworks()
+    results: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cores": os.cpu_count(),
+                     "machine": platform.machine(), "kernel": platform.release(),
+                     "docker": client.version().get("Version"), "saves": args.saves}
+    with tempfile.TemporaryDirectory(prefix="devbox-bench-") as tmp:
+        work = Path(tmp)
+        app = prepare_app(work, site)
+        try:
+            edits = {}
+            print("floor (cold start through docker exec)...", flush=True)
+            edits["floor"] = bench_floor(client, app, site, args.saves)
+            print("devbox...", flush=True)
+            edits["devbox"] = bench_devbox(app, site, args.saves, results)
+            print("devbox, stop through a second exec (DEVBOX_STOP=exec)...", flush=True)
+            edits["devbox (stop by exec)"] = bench_devbox(app, site, args.saves, None, env={"DEVBOX_STOP": "exec"})
+            print("runserver with StatReloader in a container...", flush=True)
+            edits["StatReloader"] = bench_statreloader(client, app, site, args.saves)
+            print("docker compose watch (restart)...", flush=True)
+            edits["compose watch"] = bench_compose_watch(app, site, args.saves)
+            if args.big_tree:
+                print(f"RSS while watching {args.big_tree:,} files...", flush=True)
+                results["rss_mb_big_tree"] = bench_big_tree(work, args.big_tree)
+                results["big_tree_files"] = args.big_tree
+        finally:
+            for c in client.containers.list(all=True, filters={"label": LABEL}):
+                c.remove(force=True)
+    results["edit_to_serving"] = {k: summary(v) for k, v in edits.items()}
+    report(results)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+def report(results: dict) -> None:
+    floor = results["edit_to_serving"]["floor"]["median"]
+    print(f"\nedit-to-serving, Django {results['saves']} saves, {results['cores']} cores, {results['date']}\n")
+    print(f"| {'contender':32} | median | min   | p90   | x floor |")
+    print(f"| {'-' * 32} | ------ | ----- | ----- | ------- |")
+    for name, s in results["edit_to_serving"].items():
+        label = "floor: cold start via docker exec" if name == "floor" else name
+        print(f"| {label:32} | {s['median']:.3f}s | {s['min']:.3f} | {s['p90']:.3f} | {s['median'] / floor:6.2f}x |")
+    devbox = results["edit_to_serving"]["devbox"]["median"]
+    others = results["edit_to_serving"]
+    print()
+    print(f"devbox / compose watch: {devbox / others['compose watch']['median']:.2f}   "
+          f"devbox / StatReloader: {devbox / others['StatReloader']['median']:.2f}")
+    for key in ("burst_restarts", "burst_to_serving_s", "idle_cpu_percent", "rss_mb_small_tree", "rss_mb_big_tree",
+                "up_existing_container_s", "up_new_container_s"):
+        if key in results:
+            print(f"{key}: {results[key]:.3f}" if isinstance(results[key], float) else f"{key}: {results[key]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
