@@ -131,11 +131,14 @@ class ChangeFilter(watchfiles.DefaultFilter):
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
         if not super().__call__(change, path):
             return False
+        is_dir = Path(path).is_dir()
+        if change == watchfiles.Change.added and is_dir:
+            return False  # a new folder changes nothing by itself; the files put in it are reported
         try:
             relative = Path(path).relative_to(self.project_dir).as_posix()
         except ValueError:
             return True  # a watch path outside the project: only the defaults apply
-        return not self.rules.ignored(relative, Path(path).is_dir())
+        return not self.rules.ignored(relative, is_dir)
 
 
 @dataclass
@@ -192,6 +195,18 @@ def forget_bytecode(project_dir: Path, changed: Iterable[str]) -> None:
                 cached.unlink()
             except OSError:
                 pass  # written by another user in the container: Python will still check mtime and size
+
+
+def _files_in(folder: str, limit: int = 10_000) -> set[tuple[watchfiles.Change, str]]:
+    """The files in a new folder, as additions: inotify only watches a new folder once it is seen,
+    so files written into it right after `mkdir` (a checkout, an unpacked archive) send no event."""
+    found: set[tuple[watchfiles.Change, str]] = set()
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d not in watchfiles.DefaultFilter.ignore_dirs]
+        found.update((watchfiles.Change.added, os.path.join(root, f)) for f in files)
+        if len(found) >= limit:
+            break
+    return found
 
 
 class Watcher:
@@ -254,7 +269,11 @@ class Watcher:
             return None
         if raw in ("timeout", "signal"):
             return set()
-        return {path for change, path in raw if self.filter(watchfiles.Change(change), path)}
+        changes = {(watchfiles.Change(change), path) for change, path in raw}
+        for change, path in list(changes):
+            if change == watchfiles.Change.added and os.path.isdir(path):
+                changes |= _files_in(path)
+        return {path for change, path in changes if self.filter(change, path)}
 
     def _hand_over(self, batch: set[str]) -> None:
         seen = time.monotonic()
