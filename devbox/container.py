@@ -12,7 +12,6 @@ __all__ = ["connect", "Box", "LABEL_PROJECT", "LABEL_HASH", "STATE_DIR"]
 
 import json
 import os
-import re
 from typing import Callable
 
 import docker
@@ -234,12 +233,3 @@ class Box:
     def volume_name(self, name: str) -> str:
         return f"{self.config.name}_{name}"
 
-
-def started_at(container: Container) -> str:
-    container.reload()
-    return container.attrs["State"]["StartedAt"]
-
-
-def find_port_error(text: str) -> str | None:
-    m = re.search(r":(\d+)\b.*(already allocated|address already in use)", text)
-    return m.group(1) if m else None

@@ -13,6 +13,8 @@ __all__ = ["wait_ready", "probe_address"]
 import http.client
 import socket
 import time
+from functools import partial
+from typing import Callable
 
 from .config import Config, Port
 from .server import ServerProcess
@@ -60,26 +62,28 @@ def _tcp_open(address: tuple[str, int]) -> bool:
         return False
 
 
-def wait_ready(config: Config, proc: ServerProcess, cancelled) -> str:
-    """Block until ready; returns "ready", "exited", "cancelled", "timeout" or "no check"."""
+def _check_for(config: Config, proc: ServerProcess) -> Callable[[], bool] | None:
+    """The probe the config asks for; by default a TCP connect to the first published port."""
     ready = config.ready
     if ready.log:
-        check = proc.log_matched.is_set
-    elif ready.http is not None or (ready.tcp is None and config.ports):
-        port = _published(config, None) if ready.http is not None or ready.tcp is None else None
-        if port is None:
-            return "no check"
-        address, path = probe_address(port), ready.http
-        check = (lambda: _http_answers(address, path)) if path is not None else (lambda: _tcp_open(address))
-    elif ready.tcp is not None:
+        return proc.log_matched.is_set
+    if ready.tcp is not None:
         port = _published(config, ready.tcp)
-        if port is None:
-            return "no check"
-        address = probe_address(port)
-        check = lambda: _tcp_open(address)  # noqa: E731
-    else:
+        return None if port is None else partial(_tcp_open, probe_address(port))
+    port = _published(config, None)
+    if port is None:
+        return None
+    if ready.http is not None:
+        return partial(_http_answers, probe_address(port), ready.http)
+    return partial(_tcp_open, probe_address(port))
+
+
+def wait_ready(config: Config, proc: ServerProcess, cancelled: Callable[[], bool]) -> str:
+    """Block until ready; returns "ready", "exited", "cancelled", "timeout" or "no check"."""
+    check = _check_for(config, proc)
+    if check is None:
         return "no check"
-    deadline = time.monotonic() + ready.timeout
+    deadline = time.monotonic() + config.ready.timeout
     while True:
         if proc.exited.is_set():
             return "exited"

@@ -89,6 +89,7 @@ class ServerProcess:
     token: str
     started: float
     host_pid: int | None = None
+    host_pid_checked: bool = False
     exit_code: int | None = None
     exited: threading.Event = field(default_factory=threading.Event)
     log_matched: threading.Event = field(default_factory=threading.Event)
@@ -128,29 +129,28 @@ class ExecLauncher:
                          name="devbox-output").start()
         return proc
 
-    def _host_pid(self, exec_id: str, token: str) -> int | None:
-        """The leader's pid as this host sees it, if we can see and trust it."""
+    def _find_host_pid(self, proc: ServerProcess) -> None:
+        """The leader's pid as this host sees it, if we can see it and it carries our token."""
+        if self.method == "exec" or proc.host_pid_checked:
+            return
         try:
-            pid = self.api.exec_inspect(exec_id).get("Pid") or 0
-            if pid <= 0:
-                return None
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if f"{TOKEN_VAR}={token}".encode() in f.read().split(b"\0"):
-                    return pid
+            for _ in range(50):  # right after exec_start the process may not have a pid yet
+                pid = self.api.exec_inspect(proc.exec_id).get("Pid") or 0
+                if pid > 0 or proc.exited.is_set():
+                    break
+                time.sleep(0.002)
+            if pid > 0:
+                with open(f"/proc/{pid}/environ", "rb") as f:  # fails where pids are not shared (Docker Desktop)
+                    if f"{TOKEN_VAR}={proc.token}".encode() in f.read().split(b"\0"):
+                        proc.host_pid = pid
         except (OSError, docker.errors.APIError):
             pass
-        return None
+        proc.host_pid_checked = True
 
     def _pump(self, proc: ServerProcess, stream, pattern: re.Pattern | None,
               on_exit: Callable[[ServerProcess], None]) -> None:
         """Copy the server's output to the terminal as it comes; remember the last lines; spot the ready line."""
-        if self.method != "exec":
-            # Off the restart's critical path: right after exec_start the process may have no pid yet.
-            for _ in range(50):
-                proc.host_pid = self._host_pid(proc.exec_id, proc.token)
-                if proc.host_pid is not None or proc.exited.is_set():
-                    break
-                time.sleep(0.002)
+        self._find_host_pid(proc)  # here, off the restart's critical path
         partial = b""
         try:
             for out, err in stream:
@@ -194,8 +194,8 @@ class ExecLauncher:
     def stop(self, proc: ServerProcess, stop_signal: str, timeout: float) -> StopResult:
         """Signal the whole group, wait for every process of it to be gone, SIGKILL after `timeout`."""
         began = time.monotonic()
-        if self.method != "exec" and proc.host_pid is None and not proc.exited.is_set():
-            proc.host_pid = self._host_pid(proc.exec_id, proc.token)  # the pump has not found it yet
+        if not proc.exited.is_set():
+            self._find_host_pid(proc)  # in case the pump has not got to it yet
         # Host signalling only while the leader lives: once it is gone its number may be reused on the
         # host, while the exec way stays inside the container.
         if proc.host_pid is not None and not proc.exited.is_set():

@@ -182,6 +182,8 @@ class Supervisor:
         self.box = Box(self.client, new, self.say)
         if new.container_spec() != old.container_spec() or new.name != old.name:
             self._stop_server()
+            if new.name != old.name:
+                Box(self.client, old, self.say).stop()  # no longer this project's: stop, keep for `down`
             self._ensure_container()
         if new.watch != old.watch:
             self._watch()
@@ -192,7 +194,7 @@ class Supervisor:
         if code == 3:  # the Django/Werkzeug protocol: "restart me"
             self._restart("server asked to restart (exit 3)", time.monotonic())
             return
-        self.current = None
+        self._stop_server()  # the leader is gone; end whatever it left running in its group
         if code == 127:
             self.say(f"command not found in the container: `{_show(self.config.command)}` "
                      f"(check `command` in {self.config.file.name} and that the image has it)")

@@ -260,3 +260,13 @@ def test_recreate_only_when_container_keys_change(project, busybox_image):
     assert project.container().id != first_id
     wait_http(project.port, "hello v1")
     assert run.interrupt() == 0
+
+
+def test_a_crash_ends_what_the_server_left_running(project, busybox_image):
+    busybox_project(project, command="sleep 600 & echo crashing; exit 1")
+    run = project.up()
+    run.wait_for(r"server exited with code 1; last lines:")
+    run.wait_for(r"\| crashing")
+    wait_until(lambda: project.processes("sleep 600") == [], 10, "the crashed server's child to be ended")
+    assert project.container().status == "running"
+    assert run.interrupt() == 0
