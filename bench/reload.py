@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import http.client
 import json
 import os
 import platform
@@ -55,8 +56,8 @@ def get(port: int) -> str | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello/", timeout=2) as r:
             return r.read().decode()
-    except (urllib.error.URLError, ConnectionError, OSError):
-        return None
+    except (urllib.error.URLError, http.client.HTTPException, OSError):
+        return None  # not up yet, or killed mid-answer
 
 
 def wait_serving(port: int, text: str, timeout: float = 60) -> float:

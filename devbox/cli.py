@@ -24,11 +24,15 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .container import connect
-    from .supervisor import Supervisor
+    from .prestart import Prestart
 
     config = _config(args)
-    return Supervisor(config, connect(), recreate=args.recreate).run()
+    prestart = None if args.recreate else Prestart(f"devbox-{config.name}")
+
+    from .container import connect  # the slow imports, while the engine starts the container
+    from .supervisor import Supervisor
+
+    return Supervisor(config, connect(), recreate=args.recreate, prestart=prestart).run()
 
 
 def cmd_down(args: argparse.Namespace) -> int:

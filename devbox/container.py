@@ -78,14 +78,20 @@ class Box:
 
     # -- up ----------------------------------------------------------------------------------
 
-    def ensure(self, recreate: bool = False) -> tuple[Container, str]:
-        """Reuse, start, recreate or create the container; returns it and "reused", "started" or "created"."""
+    def ensure(self, recreate: bool = False, prestarted: bool = False) -> tuple[Container, str]:
+        """Reuse, start, recreate or create the container; returns it and "reused", "started" or "created".
+
+        `prestarted`: it was stopped and has just been started by prestart.py.
+        """
         image_id = self.ensure_image()
         wanted = self.config.container_hash(image_id)
         current = self.find()
         if current is not None:
             labels = current.labels
             if labels.get(LABEL_HASH) == wanted and not recreate:
+                if current.status == "running" and prestarted:
+                    self.say(f"started container {current.name}")
+                    return current, "started"
                 if current.status == "running":
                     self.say(f"reusing container {current.name}")
                     return current, "reused"

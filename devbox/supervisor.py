@@ -23,6 +23,7 @@ import docker
 from .config import LOCAL_NAME, Config, load
 from .container import Box
 from .errors import ConfigError, ContainerError
+from .prestart import Prestart
 from .ready import wait_ready
 from .server import ExecLauncher, ServerProcess
 from .watch import IgnoreRules, Watcher, forget_bytecode, plan
@@ -61,8 +62,9 @@ def say(message: str) -> None:
 
 class Supervisor:
     def __init__(self, config: Config, client: docker.DockerClient, recreate: bool = False,
-                 report: Callable[[str], None] = say):
+                 report: Callable[[str], None] = say, prestart: Prestart | None = None):
         self.config, self.client, self.recreate, self.say = config, client, recreate, report
+        self.prestart = prestart
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # put() is safe from signal handlers
         self.box = Box(client, config, report)
         self.launcher: ExecLauncher | None = None
@@ -76,16 +78,17 @@ class Supervisor:
 
     def run(self) -> int:
         began = time.monotonic()
-        state = self._ensure_container(self.recreate)
-        assert self.launcher is not None
-        self._trace(began, f"container {state}")
-        # only a container that kept running can hold a server left by a `devbox up` killed with -9
-        if state == "reused" and self.launcher.end_leftover(self.config.stop_signal, self.config.stop_timeout):
-            self.say("ended a server left running by an earlier `devbox up`")
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._watch()  # from the start: an edit made while the container starts is not missed
+        previous = {}
         try:
-            self._watch()
-            self._trace(began, "watching")
+            prestarted = self.prestart is not None and self.prestart.started()
+            state = self._ensure_container(self.recreate, prestarted)
+            assert self.launcher is not None
+            self._trace(began, f"container {state}")
+            # only a container that kept running can hold a server left by a `devbox up` killed with -9
+            if state == "reused" and self.launcher.end_leftover(self.config.stop_signal, self.config.stop_timeout):
+                self.say("ended a server left running by an earlier `devbox up`")
+            previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
             self._start("start", began)
             self._trace(began, "server exec started")
             while True:
@@ -106,17 +109,18 @@ class Supervisor:
                 signal.signal(s, handler)
             if self.watcher is not None:
                 self.watcher.stop()
-            self._stop_server()
-            self.say("stopping container")
-            self.box.stop()
+            if self.launcher is not None:
+                self._stop_server()
+                self.say("stopping container")
+                self.box.stop()
         return 0
 
     def _trace(self, since: float, what: str) -> None:
         if self.trace:
             self.say(f"trace: {what} at {1000 * (time.monotonic() - since):.0f}ms")
 
-    def _ensure_container(self, recreate: bool = False) -> str:
-        container, state = self.box.ensure(recreate)
+    def _ensure_container(self, recreate: bool = False, prestarted: bool = False) -> str:
+        container, state = self.box.ensure(recreate, prestarted)
         self.launcher = ExecLauncher(self.client.api, container.id, self.config.workdir)
         if state == "created" and self.config.setup and not self._setup():
             self.box.remove()  # so that the next `up` runs setup again on a fresh container

@@ -6,6 +6,7 @@ devbox.project=dbt-..., and is removed by that label when the test ends, pass or
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -53,8 +54,8 @@ def http_get(port: int, path: str = "/", timeout: float = 2) -> str | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
             return r.read().decode()
-    except (urllib.error.URLError, ConnectionError, OSError):
-        return None
+    except (urllib.error.URLError, http.client.HTTPException, OSError):
+        return None  # not up yet, or killed mid-answer
 
 
 def wait_http(port: int, text: str, path: str = "/", timeout: float = 30) -> str:

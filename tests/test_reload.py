@@ -191,7 +191,7 @@ def test_ctrl_c_stops_container_and_second_up_reuses_it(project, busybox_image):
     assert project.container().status == "exited"
 
     second = project.up()
-    second.wait_for(r"starting container")
+    second.wait_for(r"start(ed|ing) container")
     second.wait_for(r"ready in .*\(start\)")
     wait_http(project.port, "hello v1")
     assert project.container().id == container_id
