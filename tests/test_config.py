@@ -279,9 +279,13 @@ def test_devbox_config_prints_errors_and_exits_2(tmp_path):
 
 
 def test_shipped_schema_is_in_step_with_the_loader(capsys):
+    """devbox/devbox.schema.json ships in the package for editors; regenerate it with
+    `devbox schema > devbox/devbox.schema.json` when the loader's definitions change."""
     assert main(["schema"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == schema.json_schema()
+    shipped = Path(schema.__file__).with_name("devbox.schema.json")
+    assert json.loads(shipped.read_text()) == printed
     assert set(printed["properties"]) == set(schema.SCHEMA.fields)
     assert set(printed["properties"]["watch"]["properties"]) == {"paths", "ignore", "debounce_ms", "rules"}
 

@@ -84,14 +84,16 @@ def test_server_ignoring_sigterm_is_killed_after_stop_timeout(project, busybox_i
     assert run.interrupt() == 0
 
 
+PYTHON_APP = """\
+name: {name}
+image: devbox-test/python:bookworm
+ports: ["{port}:8000"]
+ready: {{http: /}}
+"""
+
+
 def test_exit_code_3_restarts_at_once(project, python_image):
-    project.config("""\
-        name: {name}
-        image: devbox-test/python:bookworm
-        ports: ["{port}:8000"]
-        command: python3 server.py
-        ready: {{http: /}}
-        """)
+    project.config(PYTHON_APP + "command: python3 server.py\n")
     project.write("server.py", """\
         import http.server, os, threading
 
@@ -120,13 +122,7 @@ def test_exit_code_3_restarts_at_once(project, python_image):
 
 
 def test_crash_waits_for_a_change_then_serves_again(project, python_image):
-    project.config("""\
-        name: {name}
-        image: devbox-test/python:bookworm
-        ports: ["{port}:8000"]
-        command: [python3, -m, app]
-        ready: {{http: /}}
-        """)
+    project.config(PYTHON_APP + "command: [python3, -m, app]\n")
     project.write("app.py", """\
         import http.server
         MESSAGE = "v1"
@@ -205,14 +201,18 @@ def test_ctrl_c_stops_container_and_second_up_reuses_it(project, busybox_image):
     assert project.container() is None
 
 
-def test_kill_9_then_up_gives_one_server(project, busybox_image):
+def leave_a_server_behind(project) -> None:
+    """`devbox up`, then kill -9 it: the server outlives it (an exec client's death does not reach inside)."""
     busybox_project(project)
     run = project.up()
     run.wait_for(r"ready in .*\(start\)")
     run.proc.send_signal(signal.SIGKILL)
     run.wait()
-    # the server outlives its killed supervisor: a docker exec client's death does not reach inside
     assert len(project.processes("httpd")) == 1
+
+
+def test_kill_9_then_up_gives_one_server(project, busybox_image):
+    leave_a_server_behind(project)
 
     second = project.up()
     second.wait_for(r"reusing container")
@@ -223,11 +223,7 @@ def test_kill_9_then_up_gives_one_server(project, busybox_image):
 
 
 def test_down_ends_a_left_behind_server(project, busybox_image):
-    busybox_project(project)
-    run = project.up()
-    run.wait_for(r"ready in .*\(start\)")
-    run.proc.send_signal(signal.SIGKILL)
-    run.wait()
+    leave_a_server_behind(project)
     down = project.run("down")
     assert down.returncode == 0, down.stderr
     assert project.container() is None
