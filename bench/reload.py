@@ -210,7 +210,9 @@ def bench_compose_watch(app: Path, site: Path, count: int) -> list[float]:
             "volumes": [f"{app}:/app", f"{site}:/site:ro"],
             "ports": [f"127.0.0.1:{port}:8000"],
             "labels": {LABEL: "compose"},
-            "develop": {"watch": [{"path": str(app), "action": "restart"}]},
+            # ignore what the server itself writes, as a user would; otherwise each save restarts twice
+            "develop": {"watch": [{"path": str(app), "action": "restart",
+                                   "ignore": ["**/__pycache__", "__pycache__", ".git", "*.sqlite3"]}]},
         }}}))
     cmd = ["docker", "compose", "-p", project, "-f", str(compose)]
     watch = subprocess.Popen([*cmd, "watch"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -243,9 +243,21 @@ def _parse(path: Path, shown: str, problems: list[ConfigProblem]) -> tuple[Any, 
         return None, {}
     finally:
         loader.dispose()
+    if _too_deep(value):
+        line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        problems.append(ConfigProblem(shown, line, column, "YAML: nested too deeply (an alias that contains itself?)"))
+        return None, {}
     positions: Positions = {}
     _walk(loader, node, (), shown, positions, set())
     return value, positions
+
+
+def _too_deep(value: Any, depth: int = 0) -> bool:
+    """devbox.yaml is a few levels deep; far deeper means a recursive alias (`a: &x [*x]`)."""
+    if depth > 20:
+        return True
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(_too_deep(child, depth + 1) for child in children)
 
 
 def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: tuple, shown: str, out: Positions, seen: set) -> None:

@@ -128,6 +128,14 @@ class ChangeFilter(watchfiles.DefaultFilter):
         super().__init__()
         self.project_dir, self.rules = project_dir, rules
 
+    def folder_ignored(self, path: str) -> bool:
+        if not super().__call__(watchfiles.Change.added, path):
+            return True
+        try:
+            return self.rules.ignored(Path(path).relative_to(self.project_dir).as_posix(), True)
+        except ValueError:
+            return False
+
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
         if not super().__call__(change, path):
             return False
@@ -220,7 +228,6 @@ class Watcher:
         self.debounce_ms = debounce_ms
         self.on_change = on_change
         self._stop = threading.Event()
-        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="devbox-watch", daemon=True)
 
     def start(self) -> None:
@@ -271,7 +278,7 @@ class Watcher:
             return set()
         changes = {(watchfiles.Change(change), path) for change, path in raw}
         for change, path in list(changes):
-            if change == watchfiles.Change.added and os.path.isdir(path):
+            if change == watchfiles.Change.added and os.path.isdir(path) and not self.filter.folder_ignored(path):
                 changes |= _files_in(path)
         return {path for change, path in changes if self.filter(change, path)}
 

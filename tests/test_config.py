@@ -102,6 +102,8 @@ ERROR_CASES = [
     ("missing watch path", MINIMAL + "watch: {paths: [src]}\n", "devbox.yaml:3:17: watch.paths: 'src' does not exist"),
     ("duplicate-looking key in compose", MINIMAL + "compose: {services: [db]}\n",
      "devbox.yaml:3:10: compose: missing required key 'file'"),
+    ("recursive alias", "image: x\ncommand: &c [a, *c]\n",
+     "devbox.yaml:1:1: YAML: nested too deeply (an alias that contains itself?)"),
     ("boolean for a number", MINIMAL + "stop_timeout: yes\n", "devbox.yaml:3:15: stop_timeout: expected a number >= 0, got true"),
 ]
 

@@ -68,6 +68,15 @@ def test_random_bytes(data):
 
 
 @FUZZ
+@given(st.lists(st.sampled_from(["image: x\n", "command: &c [a, *c]\n", "env: &e {A: *e}\n", "x: &a\n  - *a\n",
+                                 "<<: {image: y}\n", "ports: [*p]\n", "p: &p 80\n", "a: !!python/name:os.system\n",
+                                 "b: !!binary aGk=\n", "c: 2001-01-01\n", "? [a]\n: b\n"]), max_size=6))
+def test_random_anchors_aliases_and_tags(lines):
+    with tempfile.TemporaryDirectory() as folder:
+        check_loader(Path(folder), "".join(lines).encode())
+
+
+@FUZZ
 @given(st.text(alphabet=st.sampled_from(list("ab: -[]{}'\"\n\t#&*!|>%@`,?$")), max_size=80))
 def test_random_yaml_punctuation(text):
     with tempfile.TemporaryDirectory() as folder:
