@@ -24,15 +24,17 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from .lock import UpLock
     from .prestart import Prestart
 
     config = _config(args)
-    prestart = None if args.recreate else Prestart(f"devbox-{config.name}")
+    with UpLock(config.name):
+        prestart = None if args.recreate else Prestart(f"devbox-{config.name}")
 
-    from .container import connect  # the slow imports, while the engine starts the container
-    from .supervisor import Supervisor
+        from .container import connect  # the slow imports, while the engine starts the container
+        from .supervisor import Supervisor
 
-    return Supervisor(config, connect(), recreate=args.recreate, prestart=prestart).run()
+        return Supervisor(config, connect(), recreate=args.recreate, prestart=prestart).run()
 
 
 def cmd_down(args: argparse.Namespace) -> int:

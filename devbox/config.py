@@ -38,7 +38,8 @@ class Port:
     protocol: str = "tcp"
 
     def __str__(self) -> str:
-        return f"{self.host_ip}:{self.host_port}:{self.container_port}" + ("/udp" if self.protocol == "udp" else "")
+        host = f"[{self.host_ip}]" if ":" in self.host_ip else self.host_ip
+        return f"{host}:{self.host_port}:{self.container_port}" + ("/udp" if self.protocol == "udp" else "")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ POLL = 0.005  # seconds between probes: a refused local connect costs microsecon
 
 def probe_address(port: Port) -> tuple[str, int]:
     host = port.host_ip
-    if host in ("0.0.0.0", "", "::", "localhost"):
+    if host in ("0.0.0.0", "", "::"):
         host = "127.0.0.1"
     return host, port.host_port
 

@@ -269,7 +269,9 @@ def parse_port(text: str) -> tuple[str, int, int, str]:
         if not p.isdigit() or not 1 <= int(p) <= 65535:
             raise ValueError(f"port '{p}' is not a number from 1 to 65535")
         numbers.append(int(p))
-    if not re.fullmatch(r"[0-9a-fA-F.:]+|localhost", addr):
+    if addr == "localhost":
+        addr = "127.0.0.1"  # Docker binds IP addresses only
+    if not re.fullmatch(r"[0-9a-fA-F.:]+", addr):
         raise ValueError(f"address '{addr}' is not an IP address")
     return addr, numbers[0], numbers[1], proto
 

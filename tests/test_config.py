@@ -145,8 +145,10 @@ def test_defaults(tmp_path):
 
 
 def test_ports_default_to_loopback_and_keep_an_explicit_address(tmp_path):
-    cfg = load(write(tmp_path, "devbox.yaml", MINIMAL + "ports: ['8000:80', '0.0.0.0:9000:90', 7000, '5353:53/udp']\n"), environ={})
-    assert [str(p) for p in cfg.ports] == ["127.0.0.1:8000:80", "0.0.0.0:9000:90", "127.0.0.1:7000:7000", "127.0.0.1:5353:53/udp"]
+    cfg = load(write(tmp_path, "devbox.yaml", MINIMAL + "ports: ['8000:80', '0.0.0.0:9000:90', 7000, '5353:53/udp', "
+                     "'localhost:8080:80', '[::1]:8443:443']\n"), environ={})
+    assert [str(p) for p in cfg.ports] == ["127.0.0.1:8000:80", "0.0.0.0:9000:90", "127.0.0.1:7000:7000",
+                                           "127.0.0.1:5353:53/udp", "127.0.0.1:8080:80", "[::1]:8443:443"]
 
 
 def test_signal_names_are_normalised(tmp_path):

@@ -266,3 +266,14 @@ def test_a_crash_ends_what_the_server_left_running(project, busybox_image):
     wait_until(lambda: project.processes("sleep 600") == [], 10, "the crashed server's child to be ended")
     assert project.container().status == "running"
     assert run.interrupt() == 0
+
+
+def test_a_second_up_for_the_same_project_is_refused(project, busybox_image):
+    busybox_project(project)
+    run = project.up()
+    run.wait_for(r"ready in .*\(start\)")
+    second = project.run("up")
+    assert second.returncode == 2
+    assert f"`devbox up` already runs for project '{project.name}' (pid {run.proc.pid})" in second.stderr
+    wait_http(project.port, "hello v1")  # the first one is untouched
+    assert run.interrupt() == 0
