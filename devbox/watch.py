@@ -277,6 +277,11 @@ class Watcher:
         if raw in ("timeout", "signal"):
             return set()
         changes = {(watchfiles.Change(change), path) for change, path in raw}
+        added = {path for change, path in changes if change == watchfiles.Change.added}
+        deleted = {path for change, path in changes if change == watchfiles.Change.deleted}
+        # made and gone within one batch: an editor's or sed's temp file, renamed over the real one
+        transient = {path for path in added & deleted if not os.path.lexists(path)}
+        changes = {(change, path) for change, path in changes if path not in transient}
         for change, path in list(changes):
             if change == watchfiles.Change.added and os.path.isdir(path) and not self.filter.folder_ignored(path):
                 changes |= _files_in(path)
@@ -287,5 +292,5 @@ class Watcher:
         if TRACE:
             newest = max((os.stat(p).st_mtime for p in batch if os.path.exists(p)), default=time.time())
             print(f"devbox: trace: batch of {len(batch)} handed over {1000 * (time.time() - newest):.1f}ms "
-                  "after the newest mtime", file=sys.stderr, flush=True)
+                  f"after the newest mtime: {sorted(self._relative(p) for p in batch)[:5]}", file=sys.stderr, flush=True)
         self.on_change({self._relative(path) for path in batch}, seen)
