@@ -8,7 +8,7 @@ are raised, into DevboxError subclasses with one line for a person.
 
 from __future__ import annotations
 
-__all__ = ["connect", "Box", "LABEL_PROJECT", "LABEL_HASH", "STATE_DIR"]
+__all__ = ["connect", "Box", "docker_reason", "LABEL_PROJECT", "LABEL_HASH", "STATE_DIR"]
 
 import json
 import os
@@ -40,18 +40,14 @@ def connect() -> docker.DockerClient:
         client = docker.from_env(timeout=120)
         client.ping()
         return client
-    except docker.errors.DockerException as e:
-        reason = _short_reason(e)
+    except Exception as e:  # DockerException, and requests' connection errors under it
         raise DockerUnavailable(
-            f"cannot reach the Docker engine at {docker_host()} ({reason}): is it running? try `docker info`"
-        ) from e
-    except Exception as e:  # requests' connection errors and friends
-        raise DockerUnavailable(
-            f"cannot reach the Docker engine at {docker_host()} ({_short_reason(e)}): is it running? try `docker info`"
+            f"cannot reach the Docker engine at {docker_host()} ({docker_reason(e)}): is it running? try `docker info`"
         ) from e
 
 
-def _short_reason(error: Exception) -> str:
+def docker_reason(error: Exception) -> str:
+    """A short reason from a Docker SDK or connection error, for the end of a one-line message."""
     text = getattr(error, "explanation", None) or str(error)
     for known in ("No such file or directory", "Connection refused", "Permission denied", "timed out"):
         if known in text:
@@ -73,7 +69,7 @@ class Box:
         try:
             found = self.client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={self.config.name}"})
         except docker.errors.APIError as e:
-            raise ContainerError(f"cannot list containers: {_short_reason(e)}") from e
+            raise ContainerError(f"cannot list containers: {docker_reason(e)}") from e
         return found[0] if found else None
 
     # -- up ----------------------------------------------------------------------------------
@@ -127,7 +123,7 @@ class Box:
         except docker.errors.ImageNotFound:
             pass
         except docker.errors.APIError as e:
-            raise ImageError(f"image '{name}': {_short_reason(e)}") from e
+            raise ImageError(f"image '{name}': {docker_reason(e)}") from e
         self.say(f"image '{name}' is not here; pulling it")
         repo, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
         try:
@@ -140,7 +136,7 @@ class Box:
                     self.say(f"  {event.get('id', '')} {status}".rstrip())
             return self.client.images.get(name).id
         except docker.errors.DockerException as e:
-            raise ImageError(f"image '{name}' is not local and cannot be pulled ({_short_reason(e)}): "
+            raise ImageError(f"image '{name}' is not local and cannot be pulled ({docker_reason(e)}): "
                              f"build it or fix `image` in {self.config.file.name}") from e
 
     def _create(self, image_id: str, config_hash: str) -> Container:
@@ -178,7 +174,7 @@ class Box:
                 stop_signal="SIGTERM",
             )
         except docker.errors.APIError as e:
-            raise ContainerError(f"cannot create container {self.container_name}: {_short_reason(e)}") from e
+            raise ContainerError(f"cannot create container {self.container_name}: {docker_reason(e)}") from e
 
     def _remove_name_clash(self) -> None:
         try:
@@ -203,7 +199,7 @@ class Box:
             if "executable file not found" in text and "sleep" in text:
                 raise ContainerError(f"image '{self.config.image}' has no `sleep` to keep the container alive: "
                                      "devbox needs a shell and sleep in the image") from e
-            raise ContainerError(f"cannot start container {container.name}: {_short_reason(e)}") from e
+            raise ContainerError(f"cannot start container {container.name}: {docker_reason(e)}") from e
 
     # -- down -----------------------------------------------------------------------------------
 
@@ -213,7 +209,7 @@ class Box:
             try:
                 container.stop(timeout=3)
             except docker.errors.APIError as e:
-                raise ContainerError(f"cannot stop container {container.name}: {_short_reason(e)}") from e
+                raise ContainerError(f"cannot stop container {container.name}: {docker_reason(e)}") from e
 
     def _remove(self, container: Container) -> None:
         try:
@@ -221,7 +217,7 @@ class Box:
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as e:
-            raise ContainerError(f"cannot remove container {container.name}: {_short_reason(e)}") from e
+            raise ContainerError(f"cannot remove container {container.name}: {docker_reason(e)}") from e
 
     def remove(self, volumes: bool = False) -> bool:
         """Remove the container (and with `volumes` the project's named volumes); False if there was none."""
@@ -233,7 +229,7 @@ class Box:
                 try:
                     volume.remove(force=True)
                 except docker.errors.APIError as e:
-                    raise ContainerError(f"cannot remove volume {volume.name}: {_short_reason(e)}") from e
+                    raise ContainerError(f"cannot remove volume {volume.name}: {docker_reason(e)}") from e
         return container is not None
 
     def volume_name(self, name: str) -> str:

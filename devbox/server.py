@@ -30,12 +30,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, BinaryIO
+from typing import BinaryIO, Callable
 
 import docker.errors
 from docker import APIClient
 
-from .container import STATE_DIR, _short_reason
+from .container import STATE_DIR, docker_reason
 from .errors import ContainerError
 
 PID_FILE = f"{STATE_DIR}/server.pid"
@@ -122,7 +122,7 @@ class ExecLauncher:
                                            environment=environment, workdir=self.workdir)["Id"]
             stream = self.api.exec_start(exec_id, stream=True, demux=True)
         except docker.errors.APIError as e:
-            raise ContainerError(f"cannot start the server in the container: {_short_reason(e)}") from e
+            raise ContainerError(f"cannot start the server in the container: {docker_reason(e)}") from e
         proc = ServerProcess(exec_id, token, time.monotonic())
         pattern = re.compile(log_pattern) if log_pattern else None
         threading.Thread(target=self._pump, args=(proc, stream, pattern, on_exit), daemon=True,
@@ -247,7 +247,7 @@ class ExecLauncher:
                             sink.write(chunk)
                             sink.flush()
         except docker.errors.APIError as e:
-            raise ContainerError(f"cannot run `{argv}` in the container: {_short_reason(e)}") from e
+            raise ContainerError(f"cannot run `{argv}` in the container: {docker_reason(e)}") from e
         return self._exit_code(exec_id)
 
     def _run(self, argv: list[str]) -> str:
@@ -255,5 +255,5 @@ class ExecLauncher:
             exec_id = self.api.exec_create(self.container_id, argv)["Id"]
             output = self.api.exec_start(exec_id)
         except docker.errors.APIError as e:
-            raise ContainerError(f"cannot run a command in the container: {_short_reason(e)}") from e
+            raise ContainerError(f"cannot run a command in the container: {docker_reason(e)}") from e
         return output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
