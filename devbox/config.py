@@ -402,21 +402,28 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     merged: Any = None
     positions: Positions = {}
     failed: set[tuple] = set()  # paths whose interpolation failed: reported once, not validated again
+    unreadable = False  # a layer that could not be read as a mapping: validating the rest would only add noise
     for index, (file, shown) in enumerate(layers):
+        before = len(problems)
         data, where = _parse(file, shown, problems)
-        if data is None and not problems:
+        if len(problems) > before:
+            unreadable = True
+            continue
+        if data is None:
             if index == 0:
                 problems.append(ConfigProblem(shown, 0, 0, "is empty; run `devbox init` for a starter file"))
+                unreadable = True
             continue  # an empty local file changes nothing
         if not isinstance(data, dict):
-            if data is not None:
-                line, col = where.get((), (shown, 1, 1))[1:]
-                problems.append(ConfigProblem(shown, line, col, f"expected a mapping of keys at the top, got {schema._describe(data)}"))
+            line, col = where.get((), (shown, 1, 1))[1:]
+            problems.append(ConfigProblem(shown, line, col,
+                                          f"expected a mapping of keys at the top, got {schema.describe(data)}"))
+            unreadable = True
             continue
         data = _interpolate_tree(data, (), variables, where, problems, failed)
         positions = where if merged is None else _merge_positions(positions, where, deep_merge(merged, data))
         merged = data if merged is None else deep_merge(merged, data)
-    if merged is None:
+    if merged is None or unreadable:
         raise ConfigError(problems)
 
     report = schema.Report()

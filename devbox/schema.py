@@ -41,7 +41,7 @@ def dotted(path: Path) -> str:
     return out or "(top level)"
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     if value is None:
         return "nothing"
     if isinstance(value, bool):
@@ -66,7 +66,7 @@ class Node:
         raise NotImplementedError
 
     def fail(self, value: Any, path: Path, report: Report, expected: str | None = None) -> None:
-        report.add(path, f"{dotted(path)}: expected {expected or self.expected}, got {_describe(value)}")
+        report.add(path, f"{dotted(path)}: expected {expected or self.expected}, got {describe(value)}")
 
 
 class Str(Node):
@@ -125,7 +125,7 @@ class Enum(Node):
         if value not in self.values:
             hint = difflib.get_close_matches(str(value), self.values, 1)
             suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
-            report.add(path, f"{dotted(path)}: expected {self.expected}, got {_describe(value)}{suffix}")
+            report.add(path, f"{dotted(path)}: expected {self.expected}, got {describe(value)}{suffix}")
             return None
         return value
 
@@ -186,7 +186,7 @@ class Env(Node):
         out = {}
         for k, v in value.items():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k)):
-                report.add(path + (k,), f"{dotted(path + (k,))}: expected an environment variable name, got {_describe(k)}", at_key=True)
+                report.add(path + (k,), f"{dotted(path + (k,))}: expected an environment variable name, got {describe(k)}", at_key=True)
             elif isinstance(v, (dict, list)):
                 self.fail(v, path + (k,), report, "a string, number or boolean")
             else:

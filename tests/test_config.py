@@ -351,3 +351,8 @@ def test_init_works_from_an_installed_wheel(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(target), "PYTHONSAFEPATH": "1"})
     assert result.returncode == 0, result.stderr
     assert "runserver" in (project / "devbox.yaml").read_text()
+
+
+def test_a_broken_layer_reports_only_its_own_problem(tmp_path):
+    write(tmp_path, "devbox.local.yaml", "ports: ['8000:80']\n")
+    assert errors(tmp_path, "image: [x\n") == ["devbox.yaml:2:1: YAML syntax: expected ',' or ']', but got '<stream end>'"]
