@@ -90,11 +90,17 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-f", "--file", help="the devbox.yaml to use (default: look up from the current folder)")
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    def options(default: object) -> argparse.ArgumentParser:
+        # -f and --debug work before and after the verb; after it, SUPPRESS keeps a value given before
+        parent = argparse.ArgumentParser(add_help=False)
+        parent.add_argument("-f", "--file", default=default if default is argparse.SUPPRESS else None,
+                            help="the devbox.yaml to use (default: look up from the current folder)")
+        parent.add_argument("--debug", action="store_true", default=default if default is argparse.SUPPRESS else False,
+                            help="show tracebacks")
+        return parent
 
-    parser = argparse.ArgumentParser(prog="devbox", parents=[common],
+    common = options(argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(prog="devbox", parents=[options(None)],
                                      description="Run a web app's dev server in a container; reload it on save.")
     parser.add_argument("--version", action="version", version=f"devbox {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)

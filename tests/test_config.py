@@ -356,3 +356,12 @@ def test_init_works_from_an_installed_wheel(tmp_path):
 def test_a_broken_layer_reports_only_its_own_problem(tmp_path):
     write(tmp_path, "devbox.local.yaml", "ports: ['8000:80']\n")
     assert errors(tmp_path, "image: [x\n") == ["devbox.yaml:2:1: YAML syntax: expected ',' or ']', but got '<stream end>'"]
+
+
+def test_f_and_debug_work_before_and_after_the_verb(tmp_path, capsys):
+    other = write(tmp_path, "other.yaml", "image: other\ncommand: x\n")
+    for argv in (["-f", str(other), "config", "--json"], ["config", "--json", "-f", str(other)]):
+        assert main(argv) == 0
+        assert json.loads(capsys.readouterr().out)["image"] == "other"
+    assert main(["--debug", "config", "-f", str(tmp_path / "nope.yaml")]) == 2
+    assert "Traceback" in capsys.readouterr().err
