@@ -50,7 +50,8 @@ def cmd_down(args: argparse.Namespace) -> int:
     elif container.status == "running":
         # end the server tree the Django way first, so it can clean up, before the container goes
         ExecLauncher(box.client.api, container.id, config.workdir).end_leftover(config.stop_signal, config.stop_timeout)
-    if box.remove(volumes=args.volumes) or args.volumes:
+    box.remove(container, volumes=args.volumes)
+    if container is not None or args.volumes:
         say(f"removed container devbox-{config.name}" + (" and its volumes" if args.volumes else ""))
     return 0
 

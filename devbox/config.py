@@ -26,8 +26,6 @@ from .errors import ConfigError, ConfigProblem
 CONFIG_NAME = "devbox.yaml"
 LOCAL_NAME = "devbox.local.yaml"
 
-# Keys whose change needs a new container; the rest (command, env, ready, watch...) only restart the server.
-CONTAINER_KEYS = ("image", "build", "workdir", "mounts", "volumes", "ports")
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,6 @@ class Config:
     ready: Ready
     watch: Watch
     compose: Compose | None
-    raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)  # the merged input, for `devbox config`
 
     def server_env(self) -> dict[str, str]:
         """env_file entries, then `env` over them, as Compose orders them."""
@@ -439,7 +436,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     if problems:
         problems.sort(key=lambda p: (p.file != path.name, p.file, p.line, p.column))
         raise ConfigError(problems)
-    return _freeze(checked, path, project_dir, merged)
+    return _freeze(checked, path, project_dir)
 
 
 def _nearest(positions: Positions, path: tuple) -> tuple[str, int, int] | None:
@@ -469,7 +466,7 @@ def _command(value: Any) -> str | tuple[str, ...]:
     return value if isinstance(value, str) else tuple(value)
 
 
-def _freeze(data: dict, path: Path, project_dir: Path, raw: Any) -> Config:
+def _freeze(data: dict, path: Path, project_dir: Path) -> Config:
     workdir = data.get("workdir", "/app")
     mounts = []
     for text in data.get("mounts", [f".:{workdir}"]):
@@ -516,5 +513,4 @@ def _freeze(data: dict, path: Path, project_dir: Path, raw: Any) -> Config:
                     tuple(watch.get("ignore", [])), int(watch.get("debounce_ms", 50)), tuple(rules)),
         compose=None if compose is None else Compose((project_dir / compose["file"]).resolve(),
                                                      tuple(compose.get("services", []))),
-        raw=raw,
     )

@@ -219,9 +219,8 @@ class Box:
         except docker.errors.APIError as e:
             raise ContainerError(f"cannot remove container {container.name}: {docker_reason(e)}") from e
 
-    def remove(self, volumes: bool = False) -> bool:
-        """Remove the container (and with `volumes` the project's named volumes); False if there was none."""
-        container = self.find()
+    def remove(self, container: Container | None, volumes: bool = False) -> None:
+        """Remove the container found by `find` (and with `volumes` the project's named volumes)."""
         if container is not None:
             self._remove(container)
         if volumes:
@@ -230,7 +229,6 @@ class Box:
                     volume.remove(force=True)
                 except docker.errors.APIError as e:
                     raise ContainerError(f"cannot remove volume {volume.name}: {docker_reason(e)}") from e
-        return container is not None
 
     def volume_name(self, name: str) -> str:
         return f"{self.config.name}_{name}"

@@ -19,7 +19,7 @@ Two ways to signal the group, tried in this order:
 
 from __future__ import annotations
 
-__all__ = ["ServerProcess", "ExecLauncher", "StopResult"]
+__all__ = ["ServerProcess", "ExecLauncher"]
 
 import collections
 import os
@@ -75,19 +75,11 @@ TAIL_LINES = 20
 
 
 @dataclass
-class StopResult:
-    killed: bool  # SIGKILL was needed
-    method: str  # "host", "exec" or "none"
-    seconds: float
-
-
-@dataclass
 class ServerProcess:
     """One started server tree; `exited` is set when its leader has exited and `exit_code` is known."""
 
     exec_id: str
     token: str
-    started: float
     host_pid: int | None = None
     host_pid_checked: bool = False
     exit_code: int | None = None
@@ -100,14 +92,12 @@ class ExecLauncher:
     """Start and stop the server through the exec API. A later launcher (fork from a preloaded
     process) implements the same three methods: start, stop, end_leftover."""
 
-    def __init__(self, api: APIClient, container_id: str, workdir: str,
-                 stdout: BinaryIO | None = None, stderr: BinaryIO | None = None,
-                 method: str | None = None):
+    def __init__(self, api: APIClient, container_id: str, workdir: str):
         self.api, self.container_id, self.workdir = api, container_id, workdir
-        self.stdout = stdout or sys.stdout.buffer
-        self.stderr = stderr or sys.stderr.buffer
+        self.stdout: BinaryIO = sys.stdout.buffer
+        self.stderr: BinaryIO = sys.stderr.buffer
         # DEVBOX_STOP=exec forces the portable way (for measuring both, and for odd hosts)
-        self.method = method or os.environ.get("DEVBOX_STOP", "auto")
+        self.method = os.environ.get("DEVBOX_STOP", "auto")
         self._write_lock = threading.Lock()
 
     # -- start -----------------------------------------------------------------------------------
@@ -123,7 +113,7 @@ class ExecLauncher:
             stream = self.api.exec_start(exec_id, stream=True, demux=True)
         except docker.errors.APIError as e:
             raise ContainerError(f"cannot start the server in the container: {docker_reason(e)}") from e
-        proc = ServerProcess(exec_id, token, time.monotonic())
+        proc = ServerProcess(exec_id, token)
         pattern = re.compile(log_pattern) if log_pattern else None
         threading.Thread(target=self._pump, args=(proc, stream, pattern, on_exit), daemon=True,
                          name="devbox-output").start()
@@ -191,21 +181,19 @@ class ExecLauncher:
 
     # -- stop ------------------------------------------------------------------------------------
 
-    def stop(self, proc: ServerProcess, stop_signal: str, timeout: float) -> StopResult:
-        """Signal the whole group, wait for every process of it to be gone, SIGKILL after `timeout`."""
-        began = time.monotonic()
+    def stop(self, proc: ServerProcess, stop_signal: str, timeout: float) -> bool:
+        """Signal the whole group, wait for every process of it to be gone, SIGKILL after `timeout`.
+        True if SIGKILL was needed."""
         if not proc.exited.is_set():
             self._find_host_pid(proc)  # in case the pump has not got to it yet
         # Host signalling only while the leader lives: once it is gone its number may be reused on the
         # host, while the exec way stays inside the container.
         if proc.host_pid is not None and not proc.exited.is_set():
             try:
-                killed = self._stop_from_host(proc.host_pid, stop_signal, timeout)
-                return StopResult(killed, "host", time.monotonic() - began)
+                return self._stop_from_host(proc.host_pid, stop_signal, timeout)
             except PermissionError:
                 proc.host_pid = None  # fall back to signalling from inside the container
-        killed = "killed" in self._stop_by_exec(stop_signal, timeout)
-        return StopResult(killed, "exec", time.monotonic() - began)
+        return "killed" in self._stop_by_exec(stop_signal, timeout)
 
     def end_leftover(self, stop_signal: str, timeout: float) -> bool:
         """End a server left running by an earlier `devbox up` (killed with -9); True if there was one."""
@@ -217,19 +205,18 @@ class ExecLauncher:
             os.killpg(pgid, signal.Signals[stop_signal])
         except ProcessLookupError:
             return False
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
         killed = False
-        t0 = time.monotonic()
         while True:
             try:
                 os.killpg(pgid, 0)
             except ProcessLookupError:
                 return killed
-            if not killed and time.monotonic() >= deadline:
+            if not killed and time.monotonic() - began >= timeout:
                 os.killpg(pgid, signal.SIGKILL)
                 killed = True
             # most servers are gone within 10 ms: poll finely at first (a signal 0 costs microseconds)
-            time.sleep(0.001 if time.monotonic() - t0 < 0.2 else 0.01)
+            time.sleep(0.001 if time.monotonic() - began < 0.2 else 0.01)
 
     def _stop_by_exec(self, stop_signal: str, timeout: float) -> str:
         steps = max(0, int(timeout / 0.02))

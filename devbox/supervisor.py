@@ -123,7 +123,7 @@ class Supervisor:
         container, state = self.box.ensure(recreate, prestarted)
         self.launcher = ExecLauncher(self.client.api, container.id, self.config.workdir)
         if state == "created" and self.config.setup and not self._setup():
-            self.box.remove()  # so that the next `up` runs setup again on a fresh container
+            self.box.remove(container)  # so that the next `up` runs setup again on a fresh container
             raise ContainerError(f"setup failed, container removed: fix `setup` in {self.config.file.name} "
                                  "and run `devbox up` again")
         return state
@@ -245,8 +245,7 @@ class Supervisor:
         proc, self.current = self.current, None
         if proc is None or self.launcher is None:
             return
-        result = self.launcher.stop(proc, self.config.stop_signal, self.config.stop_timeout)
-        if result.killed:
+        if self.launcher.stop(proc, self.config.stop_signal, self.config.stop_timeout):
             self.say(f"server ignored {self.config.stop_signal} for {self.config.stop_timeout:g}s; killed it")
 
     def _setup(self) -> bool:

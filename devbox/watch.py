@@ -28,10 +28,9 @@ FAST_QUIET_MS = 10  # quiet time before a small batch (an editor save) is handed
 SMALL_BATCH = 4  # paths: a save may touch the file, a backup and a temp file; more than that is a burst
 TRACE = os.environ.get("DEVBOX_TRACE") == "1"
 
-# On top of watchfiles' DefaultFilter (.git, __pycache__, node_modules, *.pyc, editor swap and ~ files, ...):
-# files a running dev server writes into its own source tree, which must not restart it.
-USUAL_JUNK = ("*.sqlite3", "*.sqlite3-journal", "*.db-journal", "*.log", ".coverage", "*.tmp", "*.swx",
-              ".#*", "#*#", "4913", ".DS_Store", "devbox.local.yaml~")
+# On top of watchfiles' DefaultFilter (.git, __pycache__, node_modules, *.pyc, .swp/.swx, ~ and .# files,
+# .DS_Store, ...): files a dev server writes into its own source tree, and the few editor files it lacks.
+USUAL_JUNK = ("*.sqlite3", "*.sqlite3-journal", "*.db-journal", "*.log", ".coverage", "*.tmp", "\\#*#", "4913")
 
 
 class Pattern:

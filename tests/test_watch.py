@@ -48,7 +48,7 @@ def test_last_matching_rule_wins_and_negation_reincludes():
 def test_project_rules_read_gitignore_and_add_the_usual_junk(tmp_path):
     (tmp_path / ".gitignore").write_text("node_modules/\n*.env\n")
     rules = IgnoreRules.for_project(tmp_path, ["media/"])
-    for path in ("db.sqlite3", "server.log", "local.env", "media/a.png", ".#views.py"):
+    for path in ("db.sqlite3", "server.log", "local.env", "media/a.png", "#views.py#", "shop/4913"):
         assert rules.ignored(path), path
     assert not rules.ignored("shop/views.py")
 
@@ -62,6 +62,7 @@ def test_filter_combines_watchfiles_defaults_and_project_rules(tmp_path):
     assert not keep(modified, str(tmp_path / "__pycache__" / "views.cpython-311.pyc"))
     assert not keep(modified, str(tmp_path / ".git" / "index"))
     assert not keep(modified, str(tmp_path / ".views.py.swp"))
+    assert not keep(modified, str(tmp_path / ".#views.py"))  # watchfiles' own default, no longer repeated by devbox
     assert not keep(watchfiles.Change.added, str(tmp_path / "pkg"))  # a bare new folder
     assert keep(watchfiles.Change.deleted, str(tmp_path / "gone"))  # a removed folder or file
 
