@@ -14,9 +14,10 @@ import sys
 import traceback
 from typing import Sequence
 
-from . import __version__
+from . import __version__, output
 from .config import Config, find_config, load
-from .errors import ConfigError, DevboxError
+from .errors import ConfigError, ContainerError, DevboxError, UsageError
+from .output import say
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -24,36 +25,170 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from .interrupts import Interrupts
+
+    interrupts = Interrupts().install()  # first: a signal at any point from here on is handled
+    output.use_sinks()
+    try:
+        return _up(args, interrupts)
+    finally:
+        interrupts.restore()
+
+
+def _up(args: argparse.Namespace, interrupts) -> int:
     from .lock import UpLock
     from .prestart import Prestart
 
     config = _config(args)
-    with UpLock(config.name):
+    with UpLock(config.name, config.project_dir):
         prestart = None if args.recreate else Prestart(f"devbox-{config.name}")
+        try:
+            from .control import ControlServer
+            from .engine import connect  # the slow imports, while the engine starts the container
+            from .supervisor import Control, Supervisor
 
-        from .container import connect  # the slow imports, while the engine starts the container
-        from .supervisor import Supervisor
-
-        return Supervisor(config, connect(), recreate=args.recreate, prestart=prestart).run()
+            supervisor = Supervisor(config, connect(), interrupts, recreate=args.recreate, prestart=prestart,
+                                    build=args.build)
+            control = ControlServer(config.name, lambda verb, reply: supervisor.events.put(Control(verb, reply)))
+        except BaseException:
+            if prestart is not None:
+                prestart.undo()  # leave the container as it was: stopped
+            raise
+        try:
+            return supervisor.run()
+        finally:
+            control.close()
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from .container import Box, connect
+    from .container import Box
+    from .control import request
+    from .engine import connect
     from .server import ExecLauncher
-    from .supervisor import say
 
     config = _config(args)
+    answer = request(config.name, "down")
+    if answer is not None and not answer.get("ok"):
+        raise ContainerError(f"the running `devbox up` refused: {answer.get('error')}")
+    if answer is not None:
+        say("ended the running `devbox up`")
     box = Box(connect(), config, say)
     container = box.find()
-    if container is None:
-        say(f"no container for project '{config.name}'")
-    elif container.status == "running":
+    if container is not None and container.status == "running":
         # end the server tree the Django way first, so it can clean up, before the container goes
         ExecLauncher(box.client.api, container.id, config.workdir).end_leftover(config.stop_signal, config.stop_timeout)
-    box.remove(container, volumes=args.volumes)
-    if container is not None or args.volumes:
-        say(f"removed container devbox-{config.name}" + (" and its volumes" if args.volumes else ""))
+    volumes = box.remove(container, volumes=args.volumes)
+    if container is not None:
+        say(f"removed container {container.name}")
+    volumes += _stop_services(config, box, args.volumes)
+    if args.volumes:
+        say(f"removed volumes {', '.join(volumes)}" if volumes else f"no volumes to remove for project '{config.name}'")
+    elif container is None:
+        say(f"no container for project '{config.name}'")
     return 0
+
+
+def _stop_services(config: Config, box, volumes: bool) -> list[str]:
+    """Stop the Compose services that `up` started (and with `volumes`, remove their named volumes)."""
+    from .compose import Services, forget_started, started_by_up
+
+    started = started_by_up(config.name)
+    if config.compose is None or not started:
+        return []
+    services = Services.resolve(config.compose.file, tuple(started), config.file.name)
+    services.stop(started, volumes=volumes)
+    say(f"{'removed' if volumes else 'stopped'} compose services {', '.join(started)} (started by `devbox up`)")
+    forget_started(config.name)
+    removed = []
+    for name in services.named_volumes(started) if volumes else []:
+        try:
+            box.client.volumes.get(name).remove(force=True)
+            removed.append(name)
+        except Exception:
+            pass  # already gone, or still used by another service of the project
+    return removed
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    from .control import request
+
+    config = _config(args)
+    answer = request(config.name, "restart", timeout=config.ready.timeout + 40)
+    if answer is None:
+        raise ContainerError(f"no `devbox up` runs for project '{config.name}': start it with `devbox up`")
+    if "line" in answer:
+        say(answer["line"])
+    elif answer.get("error"):
+        say(answer["error"])
+    return 0 if answer.get("ok") else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from .status import gather, lines
+
+    status = gather(_config(args))
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        for line in lines(status):
+            print(line)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from .logs import follow, log_path, read_lines
+
+    config = _config(args)
+    if not log_path(config.name).exists():
+        say(f"no server output kept yet for project '{config.name}' (it is kept in {log_path(config.name)})")
+        return 0 if not args.follow else _follow(follow(config.name, args.timestamps))
+    lines = read_lines(config.name, args.timestamps)
+    for line in lines[-args.lines:] if args.lines is not None else lines:
+        print(line)
+    sys.stdout.flush()
+    return _follow(follow(config.name, args.timestamps)) if args.follow else 0
+
+
+def _follow(lines) -> int:
+    try:
+        for line in lines:
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_checks
+
+    checks = run_checks(_config(args))
+    for check in checks:
+        say(str(check))
+    failed = sum(check.level == "fail" for check in checks)
+    say(f"{failed} check(s) failed" if failed else "all checks passed")
+    return 1 if failed else 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from .execute import run_inside
+
+    if not args.command:
+        raise UsageError("give a command to run, e.g. `devbox exec python manage.py migrate`")
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-e {item!r}: expected KEY=VALUE")
+        env[key] = value
+    return run_inside(_config(args), args.command, env, args.workdir, args.user)
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from .execute import SHELL, run_inside
+
+    return run_inside(_config(args), SHELL, {}, args.workdir, args.user)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -83,18 +218,20 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     from .init import write_starter
 
-    folder = Path.cwd()
-    template, written = write_starter(folder, args.template, args.force)
-    print(f"devbox: wrote {', '.join(written)} from the {template} template")
-    print("next: check `image`, `ports` and `command` in devbox.yaml, then run `devbox up`")
+    made_from, written, reasons = write_starter(Path.cwd(), args.template, args.force)
+    for reason in reasons:
+        say(f"found {reason}")
+    say(f"wrote {', '.join(written)} from {made_from}")
+    say("next: check devbox.yaml, then run `devbox up`")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    def options(default: object) -> argparse.ArgumentParser:
+    def options(default: object, short_file: bool = True) -> argparse.ArgumentParser:
         # -f and --debug work before and after the verb; after it, SUPPRESS keeps a value given before
         parent = argparse.ArgumentParser(add_help=False)
-        parent.add_argument("-f", "--file", default=default if default is argparse.SUPPRESS else None,
+        parent.add_argument(*(["-f"] if short_file else []), "--file",
+                            default=default if default is argparse.SUPPRESS else None,
                             help="the devbox.yaml to use (default: look up from the current folder)")
         parent.add_argument("--debug", action="store_true", default=default if default is argparse.SUPPRESS else False,
                             help="show tracebacks")
@@ -108,11 +245,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = verbs.add_parser("up", parents=[common], help="start, watch, reload; foreground")
     up.add_argument("--recreate", action="store_true", help="recreate the container even if its config is unchanged")
+    up.add_argument("--build", action="store_true", help="build the image (`build:`) even if its inputs did not change")
     up.set_defaults(func=cmd_up)
 
     down = verbs.add_parser("down", parents=[common], help="stop and remove the container")
     down.add_argument("--volumes", action="store_true", help="also remove the project's named volumes")
     down.set_defaults(func=cmd_down)
+
+    restart = verbs.add_parser("restart", parents=[common], help="restart the server of a running `devbox up`")
+    restart.set_defaults(func=cmd_restart)
+
+    status = verbs.add_parser("status", parents=[common], help="container, server, URLs, Compose services")
+    status.add_argument("--json", action="store_true", help="one JSON object (its shape is in the README)")
+    status.set_defaults(func=cmd_status)
+
+    doctor = verbs.add_parser("doctor", parents=[common], help="check Docker, watching, Compose, ports, the image")
+    doctor.set_defaults(func=cmd_doctor)
+
+    # `logs -f` follows, as `docker logs -f` does; the file is then named with --file
+    logs = verbs.add_parser("logs", parents=[options(argparse.SUPPRESS, short_file=False)],
+                            help="the server's output, kept across restarts")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new output (Ctrl-C ends)")
+    logs.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
+    logs.add_argument("-t", "--timestamps", action="store_true", help="show each line's time (UTC)")
+    logs.set_defaults(func=cmd_logs)
+
+    inside = argparse.ArgumentParser(add_help=False)  # where and as whom, for exec and shell
+    inside.add_argument("-w", "--workdir", help="the folder to run in (default: `workdir`)")
+    inside.add_argument("-u", "--user", help="the user to run as (default: the image's)")
+
+    exec_ = verbs.add_parser("exec", parents=[common, inside], help="run a command in the container (the server's env)")
+    exec_.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VAL", help="set a variable")
+    exec_.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
+    exec_.set_defaults(func=cmd_exec)
+
+    shell = verbs.add_parser("shell", parents=[common, inside], help="an interactive shell in the container (bash, else sh)")
+    shell.set_defaults(func=cmd_shell)
 
     config = verbs.add_parser("config", parents=[common], help="print the resolved config, or its errors")
     config.add_argument("--json", action="store_true", help="print JSON instead of YAML")
@@ -123,8 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .init import TEMPLATES
 
-    init = verbs.add_parser("init", parents=[common], help="write a devbox.yaml from a template")
-    init.add_argument("--template", choices=TEMPLATES, help="default: detected from the files here")
+    init = verbs.add_parser("init", parents=[common], help="write a devbox.yaml from what the project says")
+    init.add_argument("--template", choices=TEMPLATES,
+                      help="write a shipped template instead of reading the project")
     init.add_argument("--force", action="store_true", help="overwrite an existing devbox.yaml")
     init.set_defaults(func=cmd_init)
     return parser
@@ -139,19 +308,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         for problem in e.problems:
-            print(problem, file=sys.stderr)
+            say(str(problem))
         return e.exit_code
     except DevboxError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"devbox: {e}", file=sys.stderr)
+        say(str(e))
+        for line in getattr(e, "tail", []):  # a failed build's or service's last lines of output
+            say(f"  | {line}")
         return e.exit_code
     except KeyboardInterrupt:
-        print("devbox: interrupted", file=sys.stderr)
+        say("interrupted")
         return 130
     except Exception as e:  # a bug or an unexpected Docker failure: still one line unless --debug
         if args.debug:
             traceback.print_exc()
-        print(f"devbox: unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-              "(run again with --debug for the traceback)", file=sys.stderr)
+        say(f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+            "(run again with --debug for the traceback)")
         return 1
+    finally:
+        output.flush()

@@ -74,6 +74,7 @@ class Watch:
     ignore: tuple[str, ...] = ()
     debounce_ms: int = 50
     rules: tuple[Rule, ...] = ()
+    poll: bool | None = None  # None: auto (polling where native events do not arrive)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ class Build:
 @dataclass(frozen=True)
 class Compose:
     file: Path
-    services: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()  # started beside devbox's container, reached by name
+    service: str | None = None  # the Compose service devbox runs as its own (its keys under devbox.yaml's)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class Config:
     ready: Ready
     watch: Watch
     compose: Compose | None
+    preload: bool | None = None  # None: auto (Python commands start by a fork from a preloaded process)
 
     def server_env(self) -> dict[str, str]:
         """env_file entries, then `env` over them, as Compose orders them."""
@@ -131,8 +134,32 @@ class Config:
             "ports": [str(p) for p in self.ports],
         }
 
-    def container_hash(self, image_id: str = "") -> str:
-        data = json.dumps([self.container_spec(), image_id], sort_keys=True).encode()
+    def container_path(self, host_path: Path) -> str | None:
+        """Where a host file is seen in the container, through the bind mounts (None if it is not mounted)."""
+        for mount in sorted(self.mounts, key=lambda m: len(str(m.source)), reverse=True):
+            try:
+                relative = host_path.resolve().relative_to(mount.source)
+            except ValueError:
+                continue
+            return f"{mount.target.rstrip('/')}/{relative.as_posix()}" if str(relative) != "." else mount.target
+        return None
+
+    def watched_files(self) -> set[str]:
+        """The files devbox reads, relative to the project folder: always watched, whatever is ignored."""
+        names = {self.file.name, LOCAL_NAME, ".env"}
+        for path in self.env_files:
+            try:
+                names.add(path.resolve().relative_to(self.project_dir).as_posix())
+            except ValueError:
+                pass
+        return names
+
+    def setup_hash(self) -> str:
+        """What a container's finished setup is recorded as: a changed `setup` runs again."""
+        return hashlib.sha256(json.dumps([list(c) if isinstance(c, tuple) else c for c in self.setup]).encode()).hexdigest()[:16]
+
+    def container_hash(self, image_id: str = "", network: str = "") -> str:
+        data = json.dumps([self.container_spec(), image_id] + ([network] if network else []), sort_keys=True).encode()
         return hashlib.sha256(data).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,18 +184,21 @@ class Config:
             "command": command(self.command),
             "stop_signal": self.stop_signal,
             "stop_timeout": self.stop_timeout,
+            "preload": "auto" if self.preload is None else self.preload,
             "ready": {k: v for k, v in (("http", self.ready.http), ("tcp", self.ready.tcp), ("log", self.ready.log))
                       if v is not None} | {"timeout": self.ready.timeout},
             "watch": {
                 "paths": [str(p) for p in self.watch.paths],
                 "ignore": list(self.watch.ignore),
                 "debounce_ms": self.watch.debounce_ms,
+                "poll": "auto" if self.watch.poll is None else self.watch.poll,
                 "rules": [{"match": list(r.match), "action": {"exec": command(r.exec)} if r.action == "exec" else r.action}
                           for r in self.watch.rules],
             },
         }
         if self.compose is not None:
-            out["compose"] = {"file": str(self.compose.file), "services": list(self.compose.services)}
+            out["compose"] = {"file": str(self.compose.file), "services": list(self.compose.services)} | \
+                ({"service": self.compose.service} if self.compose.service else {})
         return out
 
 
@@ -203,8 +233,10 @@ class _Loader(yaml.SafeLoader):
     pass
 
 
-def _parse(path: Path, shown: str, problems: list[ConfigProblem]) -> tuple[Any, Positions]:
-    """The document as plain data plus where each value (and key) sits in the file."""
+def _parse(path: Path, shown: str, problems: list[ConfigProblem],
+           misreads: list[tuple[tuple, ConfigProblem]] | None = None) -> tuple[Any, Positions]:
+    """The document as plain data plus where each value (and key) sits in the file; YAML 1.1
+    misreadings go to `misreads` (reported where validation finds nothing else wrong)."""
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -245,9 +277,33 @@ def _parse(path: Path, shown: str, problems: list[ConfigProblem]) -> tuple[Any, 
         line, column = node.start_mark.line + 1, node.start_mark.column + 1
         problems.append(ConfigProblem(shown, line, column, "YAML: nested too deeply (an alias that contains itself?)"))
         return None, {}
-    positions: Positions = {}
-    _walk(loader, node, (), shown, positions, set())
+    positions = _walk(loader, node, shown)
+    if misreads is not None:
+        misreads.extend(_misread(loader, node, shown))
     return value, positions
+
+
+BOOLEAN_KEYS = {"poll", "preload"}  # where yes/no/on/off may mean what YAML 1.1 reads
+
+
+def _misread(loader: yaml.SafeLoader, node: yaml.Node, shown: str) -> list[tuple[tuple, ConfigProblem]]:
+    """Plain scalars that YAML 1.1 reads as something other than what was written: `22:22` is the
+    number 1342 (base 60), `0755` is 493 (octal), `on` and `yes` are true. Compose reads all of
+    them as the strings they look like; devbox asks to quote them rather than guess."""
+    out = []
+    for path, item, _ in _nodes(loader, node):
+        if not isinstance(item, yaml.ScalarNode) or item.style is not None:
+            continue
+        text, tag = item.value, item.tag.rsplit(":", 1)[-1]
+        misread = (tag in ("int", "float") and ":" in text) or \
+                  (tag == "int" and re.fullmatch(r"[-+]?0[0-9_]+", text) is not None) or \
+                  (tag == "bool" and text.lower() not in ("true", "false") and not (path and path[-1] in BOOLEAN_KEYS))
+        if misread:
+            value = loader.construct_object(item)
+            out.append((path, ConfigProblem(shown, item.start_mark.line + 1, item.start_mark.column + 1,
+                                            f"{schema.dotted(path)}: {text} is read by YAML as {value!r}, "
+                                            f"not as written: quote it (\"{text}\")")))
+    return out
 
 
 def _too_deep(value: Any, depth: int = 0) -> bool:
@@ -258,8 +314,10 @@ def _too_deep(value: Any, depth: int = 0) -> bool:
     return any(_too_deep(child, depth + 1) for child in children)
 
 
-def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: tuple, shown: str, out: Positions, seen: set) -> None:
-    out.setdefault(path, (shown, node.start_mark.line + 1, node.start_mark.column + 1))
+def _nodes(loader: yaml.SafeLoader, node: yaml.Node, path: tuple = (), key_node: yaml.Node | None = None,
+           seen: frozenset = frozenset()):
+    """Every node of the document with its key path (and the node of its key, in a mapping)."""
+    yield path, node, key_node
     if id(node) in seen or len(path) > 50:  # aliases can make cycles
         return
     seen = seen | {id(node)}
@@ -270,11 +328,20 @@ def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: tuple, shown: str, out
                 hash(key)
             except Exception:
                 continue
-            out.setdefault(path + (key, "<key>"), (shown, key_node.start_mark.line + 1, key_node.start_mark.column + 1))
-            _walk(loader, value_node, path + (key,), shown, out, seen)
+            yield from _nodes(loader, value_node, path + (key,), key_node, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(loader, item, path + (i,), shown, out, seen)
+            yield from _nodes(loader, item, path + (i,), None, seen)
+
+
+def _walk(loader: yaml.SafeLoader, node: yaml.Node, shown: str) -> Positions:
+    """Where each value (and each key, at path + ("<key>",)) sits in the file."""
+    out: Positions = {}
+    for path, item, key_node in _nodes(loader, node):
+        out.setdefault(path, (shown, item.start_mark.line + 1, item.start_mark.column + 1))
+        if key_node is not None:
+            out.setdefault(path + ("<key>",), (shown, key_node.start_mark.line + 1, key_node.start_mark.column + 1))
+    return out
 
 
 # -- interpolation -------------------------------------------------------------------------------
@@ -357,6 +424,15 @@ def deep_merge(base: Any, over: Any) -> Any:
     return over
 
 
+def _drop_replaced_source(base: dict, over: dict) -> dict:
+    """`image` and `build` are one choice: a layer that names one replaces the other below it
+    (a personal `image:` over the team's `build:`, and the reverse). Layering decides, then validation."""
+    for mine, other in (("image", "build"), ("build", "image")):
+        if mine in over and other not in over and other in base:
+            return {k: v for k, v in base.items() if k != other}
+    return base
+
+
 def _merge_positions(base: Positions, over: Positions, merged: Any) -> Positions:
     """Positions from `over` win; base positions stay only where the merged value still comes from base."""
     out = dict(over)
@@ -400,9 +476,10 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     positions: Positions = {}
     failed: set[tuple] = set()  # paths whose interpolation failed: reported once, not validated again
     unreadable = False  # a layer that could not be read as a mapping: validating the rest would only add noise
+    misreads: list[tuple[tuple, ConfigProblem]] = []
     for index, (file, shown) in enumerate(layers):
         before = len(problems)
-        data, where = _parse(file, shown, problems)
+        data, where = _parse(file, shown, problems, misreads)
         if len(problems) > before:
             unreadable = True
             continue
@@ -418,10 +495,13 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
             unreadable = True
             continue
         data = _interpolate_tree(data, (), variables, where, problems, failed)
+        if merged is not None:
+            merged = _drop_replaced_source(merged, data)
         positions = where if merged is None else _merge_positions(positions, where, deep_merge(merged, data))
         merged = data if merged is None else deep_merge(merged, data)
     if merged is None or unreadable:
         raise ConfigError(problems)
+    merged = _with_compose_service(merged, project_dir, positions, problems, path.name)
 
     report = schema.Report()
     checked = schema.SCHEMA.check(merged, (), report)
@@ -431,6 +511,9 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         key = p.path + ("<key>",) if p.at_key else p.path
         where = positions.get(key) or _nearest(positions, p.path) or (path.name, 0, 0)
         problems.append(ConfigProblem(where[0], where[1], where[2], p.message))
+    flagged = {p.path for p in report.problems}
+    problems += [problem for path, problem in misreads
+                 if not any(path[:len(f)] == f or f[:len(path)] == path for f in flagged)]
     if not problems:
         problems.extend(_check_paths(checked, project_dir, positions, path.name))
     if problems:
@@ -455,11 +538,55 @@ def _check_paths(data: dict, project_dir: Path, positions: Positions, shown: str
         if not (project_dir / name).is_file():
             file, line, col = positions.get(("env_file", i)) or positions.get(("env_file",)) or (shown, 0, 0)
             out.append(ConfigProblem(file, line, col, f"env_file: '{name}' does not exist (create it or remove the entry)"))
+    compose = data.get("compose")
+    if isinstance(compose, dict):
+        file = compose.get("file")
+        if file and not (project_dir / file).is_file():
+            f, line, col = positions.get(("compose", "file")) or (shown, 0, 0)
+            out.append(ConfigProblem(f, line, col, f"compose.file: '{file}' does not exist"))
+        elif not file and not any((project_dir / n).is_file() for n in COMPOSE_FILES):
+            f, line, col = positions.get(("compose",)) or (shown, 0, 0)
+            out.append(ConfigProblem(f, line, col, f"compose: no Compose file here ({', '.join(COMPOSE_FILES)}): "
+                                                   "set compose.file"))
     for i, name in enumerate((data.get("watch") or {}).get("paths") or []):
         if not (project_dir / name).exists():
             file, line, col = positions.get(("watch", "paths", i)) or (shown, 0, 0)
             out.append(ConfigProblem(file, line, col, f"watch.paths: '{name}' does not exist"))
     return out
+
+
+COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")  # Compose's lookup
+
+
+def _compose_file(compose: dict, project_dir: Path) -> Path:
+    if compose.get("file"):
+        return (project_dir / compose["file"]).resolve()
+    found = next((project_dir / n for n in COMPOSE_FILES if (project_dir / n).is_file()), None)
+    return found or project_dir / COMPOSE_FILES[0]  # checked in _check_paths
+
+
+def _with_compose_service(merged: Any, project_dir: Path, positions: Positions, problems: list[ConfigProblem],
+                          shown: str) -> Any:
+    """`compose: {service: web}`: that service's build or image, env, ports, volumes, workdir and depends_on,
+    as Compose resolves them, under devbox.yaml's own keys (devbox.yaml wins, key by key)."""
+    compose = merged.get("compose") if isinstance(merged, dict) else None
+    if not isinstance(compose, dict) or not isinstance(compose.get("service"), str):
+        return merged
+    from .compose import resolve_service
+    from .errors import DevboxError
+
+    file = _compose_file(compose, project_dir)
+    where = positions.get(("compose", "service")) or (shown, 0, 0)
+    if not file.is_file():
+        return merged  # reported by _check_paths
+    try:
+        defaults = resolve_service(file, compose["service"])
+    except DevboxError as e:
+        problems.append(ConfigProblem(where[0], where[1], where[2], f"compose.service: {e}"))
+        return merged
+    if "services" in compose:
+        defaults.pop("compose")
+    return deep_merge(_drop_replaced_source(defaults, merged), merged)
 
 
 def _command(value: Any) -> str | tuple[str, ...]:
@@ -510,7 +637,9 @@ def _freeze(data: dict, path: Path, project_dir: Path) -> Config:
         stop_timeout=float(data.get("stop_timeout", 5)),
         ready=Ready(ready.get("http"), ready.get("tcp"), ready.get("log"), float(ready.get("timeout", 30))),
         watch=Watch(tuple((project_dir / p).resolve() for p in watch.get("paths", ["."])),
-                    tuple(watch.get("ignore", [])), int(watch.get("debounce_ms", 50)), tuple(rules)),
-        compose=None if compose is None else Compose((project_dir / compose["file"]).resolve(),
-                                                     tuple(compose.get("services", []))),
+                    tuple(watch.get("ignore", [])), int(watch.get("debounce_ms", 50)), tuple(rules),
+                    None if watch.get("poll", "auto") == "auto" else bool(watch["poll"])),
+        compose=None if compose is None else Compose(_compose_file(compose, project_dir),
+                                                     tuple(compose.get("services", [])), compose.get("service")),
+        preload=None if data.get("preload", "auto") == "auto" else bool(data["preload"]),
     )

@@ -8,126 +8,159 @@ are raised, into DevboxError subclasses with one line for a person.
 
 from __future__ import annotations
 
-__all__ = ["connect", "Box", "docker_reason", "LABEL_PROJECT", "LABEL_HASH", "STATE_DIR"]
+__all__ = ["Box", "Outcome", "ContainerState", "LABEL_PROJECT", "LABEL_HASH", "LABEL_DIR", "STATE_DIR",
+           "EventFollower", "owner_folder"]
 
+import enum
+import io
 import json
-import os
-from typing import Callable
+import tarfile
+import threading
+from pathlib import Path
+from typing import Callable, NamedTuple
 
 import docker
 import docker.errors
+import docker.utils
 from docker.models.containers import Container
 from docker.types import Mount as DockerMount
 
+from .build import Builder, image_tag
 from .config import Config
-from .errors import ContainerError, DockerUnavailable, ImageError, PortInUse
+from .errors import ContainerError, DevboxError, ImageError, PortInUse, UsageError, docker_error, docker_reason
 
 LABEL_PROJECT = "devbox.project"
 LABEL_HASH = "devbox.config-hash"
 LABEL_SPEC = "devbox.spec"  # the container-level config, kept so a recreate can say what changed
+LABEL_DIR = "devbox.project-dir"  # the project's folder: two folders never share a container
+LABEL_FILE = "devbox.config-file"
 STATE_DIR = "/.devbox"  # a tmpfs in the container: the server's pid record lives here and dies with the container
+SETUP_MARK = "/.devbox-setup-done"  # in the container's own layer: survives a stop, gone with the container
 
 Say = Callable[[str], None]
 
 
-def docker_host() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+class Outcome(enum.Enum):
+    """What `Box.ensure` did to have a running container."""
+
+    REUSED = "reused"  # it was running: a server left by an `up` killed with -9 may be in it
+    STARTED = "started"
+    CREATED = "created"
 
 
-def connect() -> docker.DockerClient:
-    """A client that has answered a ping, or DockerUnavailable naming the socket."""
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-        return client
-    except Exception as e:  # DockerException, and requests' connection errors under it
-        raise DockerUnavailable(
-            f"cannot reach the Docker engine at {docker_host()} ({docker_reason(e)}): is it running? try `docker info`"
-        ) from e
-
-
-def docker_reason(error: Exception) -> str:
-    """A short reason from a Docker SDK or connection error, for the end of a one-line message."""
-    text = getattr(error, "explanation", None) or str(error)
-    for known in ("No such file or directory", "Connection refused", "Permission denied", "timed out"):
-        if known in text:
-            return known.lower()
-    text = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    return text[:160]
+class ContainerState(NamedTuple):
+    status: str  # running, exited, created, ...
+    started_at: str  # changes when the container is restarted behind devbox's back
 
 
 class Box:
     """One project's long-lived container, found by the label devbox.project=<name>."""
 
-    def __init__(self, client: docker.DockerClient, config: Config, say: Say):
+    def __init__(self, client: docker.DockerClient, config: Config, say: Say, network: str = ""):
         self.client, self.config, self.say = client, config, say
+        self.network = network  # the Compose project's network to join (`compose:`), or none
         self.container_name = f"devbox-{config.name}"
+        self.image_name = config.image or image_tag(config)  # `build:` images are tagged devbox-<name>:dev
 
     # -- finding ---------------------------------------------------------------------------
 
     def find(self) -> Container | None:
+        """The project's container, or None; refuses one made for another folder under the same name."""
         try:
-            found = self.client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={self.config.name}"})
-        except docker.errors.APIError as e:
-            raise ContainerError(f"cannot list containers: {docker_reason(e)}") from e
-        return found[0] if found else None
+            # ignore_removed: a container being removed is listed, then gone by the time it is inspected
+            found = self.client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={self.config.name}"},
+                                                ignore_removed=True)
+        except Exception as e:
+            raise docker_error(e, "cannot list containers") from e
+        if not found:
+            return None
+        # the project's container, not one left under a temporary name by a live config change
+        container = next((c for c in found if c.name == self.container_name), found[0])
+        other = owner_folder(container.labels)
+        if other is not None and other != self.config.project_dir:
+            raise UsageError(f"project name '{self.config.name}' is taken by {other} (container {container.name}); "
+                             f"this is {self.config.project_dir}: give one of them another `name:` in its "
+                             "devbox.yaml")
+        return container
+
+    def state(self, container_id: str) -> ContainerState | None:
+        """The container's state now; None if it is gone."""
+        try:
+            info = self.client.api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        except Exception as e:
+            raise docker_error(e, "cannot inspect the container") from e
+        return ContainerState(info["State"]["Status"], info["State"].get("StartedAt", ""))
 
     # -- up ----------------------------------------------------------------------------------
 
-    def ensure(self, recreate: bool = False, prestarted: bool = False) -> tuple[Container, str]:
-        """Reuse, start, recreate or create the container; returns it and "reused", "started" or "created".
+    def ensure(self, recreate: bool = False, prestarted: bool = False,
+               image_id: str | None = None) -> tuple[Container, Outcome]:
+        """Reuse, start, recreate or create the container; returns it and what was done.
+        `image_id`: the image, if the caller already made sure of it (`ensure_image`).
 
         `prestarted`: it was stopped and has just been started by prestart.py.
         """
-        image_id = self.ensure_image()
-        wanted = self.config.container_hash(image_id)
+        image_id = image_id or self.ensure_image()
+        wanted = self.config_hash(image_id)
         current = self.find()
         if current is not None:
             labels = current.labels
             if labels.get(LABEL_HASH) == wanted and not recreate:
                 if current.status == "running" and prestarted:
                     self.say(f"started container {current.name}")
-                    return current, "started"
+                    return current, Outcome.STARTED
                 if current.status == "running":
                     self.say(f"reusing container {current.name}")
-                    return current, "reused"
+                    return current, Outcome.REUSED
                 self.say(f"starting container {current.name}")
-                self._start(current)
-                return current, "started"
-            why = "--recreate given" if recreate else self._what_changed(labels, image_id)
+                self.start(current)
+                return current, Outcome.STARTED
+            why = "--recreate given" if recreate else self.what_changed(labels, image_id)
             self.say(f"recreating container {current.name}: {why}")
             self._remove(current)
-        container = self._create(image_id, wanted)
-        self._start(container)
-        return container, "created"
+        container = self.create(image_id)
+        return container, Outcome.CREATED
 
-    def _what_changed(self, labels: dict, image_id: str) -> str:
+    def what_changed(self, labels: dict, image_id: str) -> str:
         try:
             old = json.loads(labels.get(LABEL_SPEC, "{}"))
         except ValueError:
             old = {}
         new = self._spec(image_id)
         changed = [k for k in new if old.get(k) != new[k]]
+        if changed == ["image id"] and self.config.build is not None:
+            return "image rebuilt"
         return (", ".join(changed) + " changed") if changed else "its config hash differs"
 
     def _spec(self, image_id: str) -> dict:
-        return {**self.config.container_spec(), "image id": image_id}
+        return {**self.config.container_spec(), "image id": image_id} | ({"network": self.network} if self.network else {})
 
-    def ensure_image(self) -> str:
-        """The image's id, pulling it (with progress) if it is not local."""
+    def config_hash(self, image_id: str) -> str:
+        return self.config.container_hash(image_id, self.network)
+
+    def ensure_image(self, force_build: bool = False) -> str:
+        """The image's id: built from `build:` (when missing, stale or forced), or pulled (with progress)
+        if it is not local."""
+        if self.config.build is not None:
+            return Builder(self.client, self.config, self.say).ensure(force_build)
         name = self.config.image
-        if name is None:
-            raise ImageError(f"{self.config.file.name}: `build:` is not supported yet; build with `docker build -t NAME .` and set `image: NAME`")
+        assert name is not None
         try:
             return self.client.images.get(name).id
         except docker.errors.ImageNotFound:
             pass
-        except docker.errors.APIError as e:
-            raise ImageError(f"image '{name}': {docker_reason(e)}") from e
+        except Exception as e:
+            raise docker_error(e, f"image '{name}'") from e
         self.say(f"image '{name}' is not here; pulling it")
-        repo, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
+        repo, tag = docker.utils.parse_repository_tag(name)  # name:tag, name@sha256:..., host:port/name
         try:
-            for event in self.client.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+            if tag and tag.startswith("sha256:"):
+                events = self.client.api.pull(f"{repo}@{tag}", stream=True, decode=True)
+            else:
+                events = self.client.api.pull(repo, tag=tag or "latest", stream=True, decode=True)
+            for event in events:
                 if "error" in event:
                     raise ImageError(f"image '{name}' is not local and cannot be pulled ({event['error'].strip()}): "
                                      f"build it or fix `image` in {self.config.file.name}")
@@ -135,58 +168,86 @@ class Box:
                 if status and ("Download complete" in status or "Pull complete" in status or status.startswith("Status")):
                     self.say(f"  {event.get('id', '')} {status}".rstrip())
             return self.client.images.get(name).id
-        except docker.errors.DockerException as e:
+        except DevboxError:
+            raise
+        except Exception as e:
             raise ImageError(f"image '{name}' is not local and cannot be pulled ({docker_reason(e)}): "
                              f"build it or fix `image` in {self.config.file.name}") from e
 
-    def _create(self, image_id: str, config_hash: str) -> Container:
+    def create(self, image_id: str, temporary: bool = False) -> Container:
+        """Create and start the container. `temporary`: under a second name, beside the current one,
+        until `take_name` (a live config change switches only once the new one is up)."""
         cfg = self.config
-        self.say(f"creating container {self.container_name} from {cfg.image}")
+        name = self.container_name + ("-next" if temporary else "")
+        self.say(f"creating container {name} from {self.image_name}")
         mounts = [DockerMount(m.target, str(m.source), type="bind", read_only=m.read_only) for m in cfg.mounts]
         for volume in cfg.volumes:
-            name = self.volume_name(volume.name)
+            volume_name = self.volume_name(volume.name)
             try:
-                self.client.volumes.get(name)
-            except docker.errors.NotFound:
-                self.client.volumes.create(name, labels={LABEL_PROJECT: cfg.name})
-            mounts.append(DockerMount(volume.target, name, type="volume"))
+                try:
+                    self.client.volumes.get(volume_name)
+                except docker.errors.NotFound:
+                    self.client.volumes.create(volume_name, labels={LABEL_PROJECT: cfg.name,
+                                                                    LABEL_DIR: str(cfg.project_dir)})
+            except Exception as e:
+                raise docker_error(e, f"cannot create volume {volume_name}") from e
+            mounts.append(DockerMount(volume.target, volume_name, type="volume"))
         ports: dict[str, list[tuple[str, int]]] = {}
         for p in cfg.ports:
             ports.setdefault(f"{p.container_port}/{p.protocol}", []).append((p.host_ip, p.host_port))
         for m in cfg.mounts:
             if not m.source.exists():
                 raise ContainerError(f"{cfg.file.name}: mounts: host path '{m.source}' does not exist (create it or fix the mount)")
-        self._remove_name_clash()
+        self._remove_name_clash(name)
         try:
-            return self.client.containers.create(
+            container = self.client.containers.create(
                 image_id,
                 entrypoint=["sleep", "infinity"],  # only keeps the container alive; the server runs beside it
                 command=[],
                 init=True,  # docker-init reaps the orphans of server trees we kill
-                name=self.container_name,
+                name=name,
                 working_dir=cfg.workdir,
                 mounts=mounts,
                 ports=ports,
                 tmpfs={STATE_DIR: "mode=1777"},
-                labels={LABEL_PROJECT: cfg.name, LABEL_HASH: config_hash,
+                labels={LABEL_PROJECT: cfg.name, LABEL_HASH: self.config_hash(image_id),
                         LABEL_SPEC: json.dumps(self._spec(image_id), sort_keys=True),
-                        "devbox.config-file": str(cfg.file)},
+                        LABEL_DIR: str(cfg.project_dir), LABEL_FILE: str(cfg.file)},
                 stop_signal="SIGTERM",
+                network=self.network or None,
             )
-        except docker.errors.APIError as e:
-            raise ContainerError(f"cannot create container {self.container_name}: {docker_reason(e)}") from e
-
-    def _remove_name_clash(self) -> None:
+        except Exception as e:
+            raise docker_error(e, f"cannot create container {name}") from e
         try:
-            other = self.client.containers.get(self.container_name)
+            self.start(container)
+        except BaseException:
+            self._remove(container)
+            raise
+        return container
+
+    def take_name(self, container: Container) -> None:
+        """Give a temporary container the project's container name."""
+        try:
+            container.rename(self.container_name)
+        except Exception as e:
+            raise docker_error(e, f"cannot rename container {container.name}") from e
+
+    def _remove_name_clash(self, name: str) -> None:
+        try:
+            other = self.client.containers.get(name)
         except docker.errors.NotFound:
             return
+        except Exception as e:
+            raise docker_error(e, f"cannot look up container {name}") from e
         if other.labels.get(LABEL_PROJECT) is None:
-            raise ContainerError(f"a container named {self.container_name} exists and is not devbox's: "
-                                 f"remove it (`docker rm -f {self.container_name}`) or set another `name`")
+            raise ContainerError(f"a container named {name} exists and is not devbox's: "
+                                 f"remove it (`docker rm -f {name}`) or set another `name`")
+        if owner_folder(other.labels) not in (None, self.config.project_dir):
+            raise UsageError(f"container {name} belongs to {owner_folder(other.labels)}; this is "
+                             f"{self.config.project_dir}: give one of them another `name:` in its devbox.yaml")
         self._remove(other)
 
-    def _start(self, container: Container) -> None:
+    def start(self, container: Container) -> None:
         try:
             container.start()
         except docker.errors.APIError as e:
@@ -197,39 +258,125 @@ class Box:
                 raise PortInUse(f"port {ports} is already in use on this machine: stop what uses it "
                                 f"or change `ports` in {self.config.file.name}") from e
             if "executable file not found" in text and "sleep" in text:
-                raise ContainerError(f"image '{self.config.image}' has no `sleep` to keep the container alive: "
+                raise ContainerError(f"image '{self.image_name}' has no `sleep` to keep the container alive: "
                                      "devbox needs a shell and sleep in the image") from e
-            raise ContainerError(f"cannot start container {container.name}: {docker_reason(e)}") from e
+            raise docker_error(e, f"cannot start container {container.name}") from e
+        except Exception as e:
+            raise docker_error(e, f"cannot start container {container.name}") from e
+
+    # -- setup, done once per container -----------------------------------------------------------
+
+    def setup_done(self, container: Container) -> bool:
+        """True if this container finished the current `setup` (a mark written in it when setup ends)."""
+        try:
+            stream, _ = container.get_archive(SETUP_MARK)
+            data = b"".join(stream)
+        except docker.errors.NotFound:
+            return False
+        except Exception as e:
+            raise docker_error(e, "cannot read the setup mark in the container") from e
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = tar.extractfile(tar.getmembers()[0])
+            return member is not None and member.read().decode().strip() == self.config.setup_hash()
+
+    def mark_setup_done(self, container: Container) -> None:
+        data = (self.config.setup_hash() + "\n").encode()
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo(SETUP_MARK.lstrip("/"))
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        try:
+            container.put_archive("/", buffer.getvalue())
+        except Exception as e:
+            raise docker_error(e, "cannot write the setup mark in the container") from e
 
     # -- down -----------------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        container = self.find()
-        if container is not None and container.status == "running":
-            try:
+    def stop(self, container: Container | None = None) -> None:
+        container = container or self.find()
+        if container is None:
+            return
+        try:
+            container.reload()
+            if container.status in ("running", "restarting", "paused"):
                 container.stop(timeout=3)
-            except docker.errors.APIError as e:
-                raise ContainerError(f"cannot stop container {container.name}: {docker_reason(e)}") from e
+        except docker.errors.NotFound:
+            pass
+        except Exception as e:
+            raise docker_error(e, f"cannot stop container {container.name}") from e
 
     def _remove(self, container: Container) -> None:
         try:
             container.remove(force=True)
         except docker.errors.NotFound:
             pass
-        except docker.errors.APIError as e:
-            raise ContainerError(f"cannot remove container {container.name}: {docker_reason(e)}") from e
+        except Exception as e:
+            raise docker_error(e, f"cannot remove container {container.name}") from e
 
-    def remove(self, container: Container | None, volumes: bool = False) -> None:
-        """Remove the container found by `find` (and with `volumes` the project's named volumes)."""
+    def remove(self, container: Container | None, volumes: bool = False) -> list[str]:
+        """Remove the container found by `find` (and with `volumes` the project's named volumes);
+        the names of the volumes removed."""
         if container is not None:
             self._remove(container)
+        removed = []
         if volumes:
-            for volume in self.client.volumes.list(filters={"label": f"{LABEL_PROJECT}={self.config.name}"}):
+            try:
+                found = self.client.volumes.list(filters={"label": f"{LABEL_PROJECT}={self.config.name}"})
+            except Exception as e:
+                raise docker_error(e, "cannot list volumes") from e
+            for volume in found:
+                if Path(volume.attrs.get("Labels", {}).get(LABEL_DIR) or self.config.project_dir) != self.config.project_dir:
+                    continue  # another folder's project of the same name
                 try:
                     volume.remove(force=True)
-                except docker.errors.APIError as e:
-                    raise ContainerError(f"cannot remove volume {volume.name}: {docker_reason(e)}") from e
+                except Exception as e:
+                    raise docker_error(e, f"cannot remove volume {volume.name}") from e
+                removed.append(volume.name)
+        return removed
 
     def volume_name(self, name: str) -> str:
         return f"{self.config.name}_{name}"
 
+
+def owner_folder(labels: dict) -> Path | None:
+    """The project folder a container was made for (older containers only name their config file)."""
+    if labels.get(LABEL_DIR):
+        return Path(labels[LABEL_DIR])
+    if labels.get(LABEL_FILE):
+        return Path(labels[LABEL_FILE]).parent
+    return None
+
+
+class EventFollower:
+    """A thread that calls `on_event(action)` for each engine event of one container ("die", "start",
+    "destroy", ...), and `on_event("engine-lost")` once if the engine's event stream breaks."""
+
+    def __init__(self, client: docker.DockerClient, container_id: str, on_event: Callable[[str], None]):
+        self.client, self.container_id, self.on_event = client, container_id, on_event
+        self._closed = threading.Event()
+        self._stream = None
+        self._thread = threading.Thread(target=self._run, name="devbox-events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._stream = self.client.api.events(filters={"container": self.container_id, "type": "container"},
+                                                  decode=True)
+            for event in self._stream:
+                if self._closed.is_set():
+                    return
+                self.on_event(str(event.get("Action") or event.get("status") or ""))
+        except Exception:
+            pass  # the connection broke: said below
+        if not self._closed.is_set():
+            self.on_event("engine-lost")
+
+    def close(self) -> None:
+        self._closed.set()
+        stream = self._stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:
+                pass

@@ -15,7 +15,10 @@ __all__ = [
     "ImageError",
     "PortInUse",
     "ContainerError",
+    "ContainerGone",
     "UsageError",
+    "docker_error",
+    "docker_reason",
 ]
 
 from dataclasses import dataclass
@@ -57,7 +60,7 @@ class UsageError(DevboxError):
 
 
 class DockerUnavailable(DevboxError):
-    pass
+    """The engine does not answer: not running, asleep, restarting, or the endpoint is wrong."""
 
 
 class ImageError(DevboxError):
@@ -70,3 +73,42 @@ class PortInUse(DevboxError):
 
 class ContainerError(DevboxError):
     pass
+
+
+class ContainerGone(ContainerError):
+    """The project's container is not running any more (stopped, killed or removed behind devbox's back)."""
+
+
+def docker_reason(error: BaseException) -> str:
+    """A short reason from a Docker SDK or connection error, for the end of a one-line message."""
+    text = getattr(error, "explanation", None) or str(error)
+    for known in ("No such file or directory", "Connection refused", "Permission denied", "timed out",
+                  "Connection aborted", "Connection reset"):
+        if known in text:
+            return known.lower()
+    text = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return text[:160]
+
+
+def docker_error(error: BaseException, doing: str) -> DevboxError:
+    """The one place where Docker SDK and connection errors become devbox errors (`raise ... from e`).
+
+    `doing` says what failed, e.g. "cannot start the server". Connection failures (from `requests`
+    as well as the SDK) mean the engine went away; 404 and "is not running" mean the container did.
+    """
+    if isinstance(error, DevboxError):
+        return error
+    import docker.errors
+    import requests.exceptions
+
+    if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
+                          TimeoutError)) or (isinstance(error, docker.errors.DockerException)
+                                             and not isinstance(error, docker.errors.APIError)):
+        return DockerUnavailable(f"{doing}: the Docker engine does not answer ({docker_reason(error)})")
+    if isinstance(error, docker.errors.APIError):
+        text = str(error.explanation or error)
+        if error.status_code == 404 and "container" in text.lower() or "is not running" in text \
+                or "is restarting" in text or "is paused" in text:
+            return ContainerGone(f"{doing}: the container is not running ({docker_reason(error)})")
+        return ContainerError(f"{doing}: {docker_reason(error)}")
+    return ContainerError(f"{doing}: {type(error).__name__}: {docker_reason(error)}")

@@ -1,14 +1,16 @@
-"""`devbox init`: write a starter devbox.yaml from the templates shipped in the package."""
+"""`devbox init`: write a devbox.yaml from what the project already says (its Compose file, Dockerfile,
+framework, Python version), or from a template shipped in the package (`--template`)."""
 
 from __future__ import annotations
 
-__all__ = ["TEMPLATES", "detect_template", "write_starter"]
+__all__ = ["TEMPLATES", "write_starter", "render"]
 
 import importlib.resources
 import json
 from pathlib import Path
 
-from .config import CONFIG_NAME, LOCAL_NAME
+from .config import CONFIG_NAME, LOCAL_NAME, sanitise_name
+from .detect import Detected, detect
 from .errors import UsageError
 from .schema import json_schema
 
@@ -22,31 +24,62 @@ def template_text(name: str) -> str:
     return importlib.resources.files("devbox.templates").joinpath(f"{name}.yaml").read_text()
 
 
-def _mentions(folder: Path, word: str) -> bool:
-    for name in ("requirements.txt", "requirements-dev.txt", "pyproject.toml", "Pipfile", "setup.cfg"):
-        path = folder / name
-        if path.is_file() and word in path.read_text(errors="replace").lower():
-            return True
-    return False
+def _with_name(text: str, project: str) -> str:
+    """The template with `name:` first after its comments: the project's identity on this machine."""
+    lines = text.splitlines(keepends=True)
+    at = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    entry = (f"# the container is devbox-{project}; another project on this machine needs another name\n"
+             f"name: {project}\n")
+    return "".join(lines[:at]) + entry + "".join(lines[at:])
 
 
-def detect_template(folder: Path) -> str:
-    """Django if there is a manage.py, else FastAPI or Flask if the requirements name them, else generic."""
-    if (folder / "manage.py").is_file() or _mentions(folder, "django"):
-        return "django"
-    for name in ("fastapi", "flask"):
-        if _mentions(folder, name):
-            return name
-    return "generic"
+def render(found: Detected, project: str) -> str:
+    """devbox.yaml from a project's findings, each reason a comment."""
+    lines = ["# yaml-language-server: $schema=devbox.schema.json",
+             f"# devbox.yaml for a {found.framework} project, written by `devbox init` from what it found:",
+             *[f"#   {reason}" for reason in found.reasons],
+             "# Reference: `devbox schema`, README \"Config reference\".",
+             f"# the container is devbox-{project}; another project on this machine needs another name",
+             f"name: {project}"]
+    rules = []
+    if found.compose_service:
+        file = "" if found.compose_file == "compose.yaml" else f"file: {found.compose_file}, "
+        lines.append(f"compose: {{{file}service: {found.compose_service}}}   # its build, env, ports, volumes, "
+                     "depends_on; keys here win")
+    else:
+        if found.dockerfile:
+            target = f", target: {found.target}" if found.target else ""
+            lines.append(f"build: {{context: .{target}}}")
+            rules.append('    - match: ["Dockerfile"]\n      action: rebuild')
+        else:
+            lines += [f"image: python:{found.python}-slim", "volumes:", "  - pip-cache:/root/.cache/pip"]
+        lines += ["ports:", f'  - "{found.port}:{found.port}"']
+    if found.env:
+        lines += ["env:", *[f"  {k}: {v}" for k, v in found.env.items()]]
+    if found.requirements:
+        lines += ["setup:", f"  - pip install -r {found.requirements}"]
+        rules.append('    - match: ["requirements*.txt"]\n      action: setup')
+    lines += ["# no in-container reloader: devbox restarts the server from outside on every save",
+              f"command: {found.command}", "ready:", f"  http: {found.ready_path}"]
+    if rules:
+        lines += ["watch:", "  rules:", *rules]
+    return "\n".join(lines) + "\n"
 
 
-def write_starter(folder: Path, template: str | None, force: bool) -> tuple[str, list[str]]:
-    """Write devbox.yaml (and the schema it points editors at); the template used and the files written."""
+def write_starter(folder: Path, template: str | None, force: bool) -> tuple[str, list[str], list[str]]:
+    """Write devbox.yaml (and the schema it points editors at); what it was made from, the files written,
+    and what was detected (one line each)."""
     target = folder / CONFIG_NAME
     if target.exists() and not force:
         raise UsageError(f"{target} already exists: edit it, or run `devbox init --force` to overwrite it")
-    name = template or detect_template(folder)
-    target.write_text(template_text(name))
+    project = sanitise_name(folder.name)
+    if template:
+        target.write_text(_with_name(template_text(template), project))
+        made_from, reasons = f"the {template} template", []
+    else:
+        found = detect(folder)
+        target.write_text(render(found, project))
+        made_from, reasons = f"what the project says ({found.framework})", found.reasons
     (folder / SCHEMA_NAME).write_text(json.dumps(json_schema(), indent=2) + "\n")
     written = [CONFIG_NAME, SCHEMA_NAME]
     gitignore = folder / ".gitignore"
@@ -56,4 +89,4 @@ def write_starter(folder: Path, template: str | None, force: bool) -> tuple[str,
         with gitignore.open("a") as f:
             f.write(f"{prefix}{LOCAL_NAME}\n")
         written.append(".gitignore")
-    return name, written
+    return made_from, written, reasons

@@ -13,10 +13,12 @@ from __future__ import annotations
 __all__ = ["Prestart"]
 
 import http.client
-import os
 import socket
 import threading
 import urllib.parse
+
+from .engine import endpoint
+from .errors import DevboxError
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -35,21 +37,32 @@ class Prestart:
 
     def __init__(self, container_name: str):
         self.status: int | None = None
+        self.name = container_name
         self._thread: threading.Thread | None = None
-        host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        if host.startswith("unix://"):
-            path = host[len("unix://"):]
-            self._thread = threading.Thread(target=self._run, args=(path, container_name), daemon=True)
+        try:
+            self.path = endpoint().socket_path
+        except DevboxError:
+            self.path = None  # a broken context: `connect` says so, in a proper message
+        if self.path:
+            self._thread = threading.Thread(target=self._run, args=("start",), daemon=True)
             self._thread.start()
 
-    def _run(self, path: str, name: str) -> None:
+    def _run(self, action: str) -> None:
         try:
-            conn = _UnixConnection(path)
-            conn.request("POST", f"/containers/{urllib.parse.quote(name)}/start")
-            self.status = conn.getresponse().status
+            conn = _UnixConnection(self.path)
+            conn.request("POST", f"/containers/{urllib.parse.quote(self.name)}/{action}" +
+                         ("?t=3" if action == "stop" else ""))
+            status = conn.getresponse().status
             conn.close()
+            if action == "start":
+                self.status = status
         except (OSError, http.client.HTTPException):
             pass  # the SDK will say what is wrong, in a proper message
+
+    def undo(self) -> None:
+        """Stop the container again if this started it (`up` failed or was interrupted early)."""
+        if self.started():
+            self._run("stop")
 
     def started(self) -> bool:
         """True if this request started a stopped container (204); waits for the answer."""

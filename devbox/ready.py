@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = ["wait_ready", "probe_address"]
 
 import http.client
+import os
 import socket
 import time
 from functools import partial
@@ -78,12 +79,24 @@ def _check_for(config: Config, proc: ServerProcess) -> Callable[[], bool] | None
     return partial(_tcp_open, probe_address(port))
 
 
-def wait_ready(config: Config, proc: ServerProcess, cancelled: Callable[[], bool]) -> str:
-    """Block until ready; returns "ready", "exited", "cancelled", "timeout" or "no check"."""
+QUIET_SHARE = 0.6  # of the last start's time: no probing before it, so probes do not slow the start itself
+
+
+def wait_ready(config: Config, proc: ServerProcess, cancelled: Callable[[], bool], expected: float = 0.0) -> str:
+    """Block until ready; returns "ready", "exited", "cancelled", "timeout" or "no check".
+
+    `expected`: how long the last start took. Each probe of a published port goes through Docker's
+    userland proxy, which competes for the CPU with the starting server; so probing waits for
+    QUIET_SHARE of that time first (log probes cost nothing and start at once)."""
     check = _check_for(config, proc)
     if check is None:
         return "no check"
-    deadline = time.monotonic() + config.ready.timeout
+    began = time.monotonic()
+    deadline = began + config.ready.timeout
+    if config.ready.log is None and expected > 0 and os.environ.get("DEVBOX_PROBE_EAGER") != "1":
+        quiet_until = began + QUIET_SHARE * expected
+        while time.monotonic() < quiet_until and not proc.exited.is_set() and not cancelled():
+            time.sleep(min(POLL, max(0.0, quiet_until - time.monotonic())))
     while True:
         if proc.exited.is_set():
             return "exited"

@@ -133,6 +133,18 @@ class Enum(Node):
         return {"enum": list(self.values)}
 
 
+class Bool(Node):
+    expected = "true or false"
+
+    def check(self, value, path, report):
+        if not isinstance(value, bool):
+            return self.fail(value, path, report)
+        return value
+
+    def schema(self):
+        return {"type": "boolean"}
+
+
 class List(Node):
     def __init__(self, item: Node, allow_single: bool = False):
         self.item, self.allow_single = item, allow_single
@@ -158,7 +170,7 @@ class Either(Node):
 
     def check(self, value, path, report):
         for kind, node in self.options:
-            if isinstance(value, kind) and not isinstance(value, bool):
+            if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
                 return node.check(value, path, report)
         return self.fail(value, path, report)
 
@@ -341,6 +353,7 @@ SCHEMA = Map(
         "command": COMMAND,
         "stop_signal": Str("a signal name like SIGTERM", parse=parse_signal),
         "stop_timeout": Int(0, number=True),
+        "preload": Either("auto, true or false", (str, Enum("auto")), (bool, Bool())),
         "ready": Map(
             {
                 "http": Str("a URL path starting with /", r"/.*"),
@@ -354,10 +367,11 @@ SCHEMA = Map(
                 "paths": STRINGS,
                 "ignore": STRINGS,
                 "debounce_ms": Int(0),
+                "poll": Either("auto, true or false", (str, Enum("auto")), (bool, Bool())),
                 "rules": List(Map({"match": STRINGS, "action": ACTION}, required=("match", "action"))),
             }
         ),
-        "compose": Map({"file": Str(), "services": List(Str())}, required=("file",)),
+        "compose": Map({"file": Str(), "services": List(Str()), "service": Str("a Compose service name")}),
     },
     required=("command",),
     one_of=("image", "build"),

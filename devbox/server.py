@@ -19,121 +19,178 @@ Two ways to signal the group, tried in this order:
 
 from __future__ import annotations
 
-__all__ = ["ServerProcess", "ExecLauncher"]
+__all__ = ["ServerProcess", "ExecLauncher", "StopStuck"]
 
 import collections
 import os
 import re
 import signal
-import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import Callable
 
-import docker.errors
 from docker import APIClient
 
-from .container import STATE_DIR, docker_reason
-from .errors import ContainerError
+from . import output
+from .container import STATE_DIR
+from .errors import ContainerError, docker_error
+from .output import Lines
 
-PID_FILE = f"{STATE_DIR}/server.pid"
-TOKEN_VAR = "DEVBOX_SERVER_ID"
+SERVER_RECORD = f"{STATE_DIR}/server.pid"  # "PGID TOKEN" of the server started last
+TASK_RECORD = f"{STATE_DIR}/task.pid"  # the same for a setup command or an exec rule under way
+TOKEN_VAR = "DEVBOX_SERVER_ID"  # every process the server starts inherits it, even one that leaves the group
+KILL_GRACE = 10.0  # seconds to wait for the tree to go after SIGKILL before saying so
 
-# Record the group leader's pid (in the container's namespace), then become the server.
-_WRAPPER = f'echo $$ > {PID_FILE}; exec "$@"'
+# Record the group leader's pid (in the container's namespace) and the start's token, then become the command.
+_WRAPPER = 'echo "$$ $DEVBOX_SERVER_ID" > "$0"; exec "$@"'
 
-# $1 signal name without SIG, $2 polls of 20 ms before SIGKILL.
-# Prints "signalled" if a server was running, and "killed" if SIGKILL was needed.
+# $1 signal name without SIG, $2 polls of 20 ms before SIGKILL, $3 the record file, $4 the token of
+# the start to stop (empty: whatever the record names). Prints "signalled" if something was running,
+# and "killed" if SIGKILL was needed.
+# A process belongs to the tree if it is in the leader's group, or carries the token in its
+# environment (it left the group: setsid, a double fork). The token scan runs at the start and
+# once more when the group is gone, not on every poll.
+# A stop right after a start can come before the new leader has written the record: then the record
+# still names the previous start, long gone, and trusting it would leave the new tree running. So
+# wait (up to 5 s) for the record to name our token; failing that, find the tree by its token alone.
 _STOP_SCRIPT = f"""
-sig=$1; steps=$2
-pg=$(cat {PID_FILE} 2>/dev/null)
-[ -n "$pg" ] || exit 0
+sig=$1; steps=$2; rec=$3; want=$4
+n=0
+while :; do
+  read -r pg tok <"$rec" 2>/dev/null
+  if [ -z "$want" ] || [ "$tok" = "$want" ] || [ $n -ge 250 ]; then break; fi
+  sleep 0.02
+  n=$((n + 1))
+done
+if [ -n "$want" ] && [ "$tok" != "$want" ]; then pg=""; tok=$want; fi
+[ -n "$pg$tok" ] || exit 0
+marked=""
+scan() {{
+  marked=""
+  [ -n "$tok" ] && command -v grep >/dev/null 2>&1 || return 0
+  for f in $(grep -lsa "{TOKEN_VAR}=$tok" /proc/[0-9]*/environ); do  # one grep for all processes
+    f=${{f#/proc/}}; marked="$marked ${{f%/environ}}"
+  done
+}}
 alive() {{
   for f in /proc/[0-9]*/stat; do
     read -r line 2>/dev/null <"$f" || continue
     set -- ${{line##*) }}
-    [ "$3" = "$pg" ] && [ "$1" != Z ] && return 0
+    [ "$3" = "${{pg:--}}" ] && [ "$1" != Z ] && return 0
+  done
+  for p in $marked; do
+    read -r line 2>/dev/null </proc/$p/stat || continue
+    set -- ${{line##*) }}
+    [ "$1" != Z ] && return 0
   done
   return 1
 }}
-alive || {{ rm -f {PID_FILE}; exit 0; }}
-kill -$sig -$pg 2>/dev/null
+scan
+alive || {{ rm -f "$rec"; exit 0; }}
+kill -$sig ${{pg:+-$pg}} $marked 2>/dev/null
 echo signalled
 n=0
-while alive; do
-  if [ $n -eq $steps ]; then kill -KILL -$pg 2>/dev/null; echo killed; fi
-  [ $n -gt $((steps + 500)) ] && exit 1
-  sleep 0.02
-  n=$((n + 1))
+while :; do
+  while alive; do
+    if [ $n -eq $steps ]; then kill -KILL ${{pg:+-$pg}} $marked 2>/dev/null; echo killed; fi
+    [ $n -gt $((steps + {int(KILL_GRACE / 0.02)})) ] && {{ echo stuck; exit 1; }}
+    sleep 0.02
+    n=$((n + 1))
+  done
+  scan
+  [ -z "$marked" ] && break
+  [ $n -ge $steps ] && sig=KILL
+  kill -$sig $marked 2>/dev/null
 done
-rm -f {PID_FILE}
+rm -f "$rec"
 """
 
 TAIL_LINES = 20
 
 
+class StopStuck(ContainerError):
+    """Processes of the server outlived SIGKILL (uninterruptible sleep, a stuck mount)."""
+
+
 @dataclass
 class ServerProcess:
-    """One started server tree; `exited` is set when its leader has exited and `exit_code` is known."""
+    """One started server tree; `exited` is set when its leader has exited and `exit_code` is known
+    (None: unknown, the engine or the container went away)."""
 
     exec_id: str
     token: str
     host_pid: int | None = None
     host_pid_checked: bool = False
     exit_code: int | None = None
+    ready: bool = False  # the ready check passed once: an exit 3 from now on means "restart me"
     exited: threading.Event = field(default_factory=threading.Event)
     log_matched: threading.Event = field(default_factory=threading.Event)
     tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
 
 
 class ExecLauncher:
-    """Start and stop the server through the exec API. A later launcher (fork from a preloaded
-    process) implements the same three methods: start, stop, end_leftover."""
+    """Start and stop the server through the exec API (the cold start). PreloadLauncher (preload.py)
+    starts it by a fork from a preloaded process instead, and keeps everything else."""
 
     def __init__(self, api: APIClient, container_id: str, workdir: str):
         self.api, self.container_id, self.workdir = api, container_id, workdir
-        self.stdout: BinaryIO = sys.stdout.buffer
-        self.stderr: BinaryIO = sys.stderr.buffer
         # DEVBOX_STOP=exec forces the portable way (for measuring both, and for odd hosts)
         self.method = os.environ.get("DEVBOX_STOP", "auto")
-        self._write_lock = threading.Lock()
+        self._procs_file: str | None = None  # the container's cgroup.procs, as the host sees it
+        self.log: Callable[[list[str]], None] = lambda lines: None  # where the server's lines are kept
+        self.last_stop = ""  # "host" or "exec": how the last stop reached the server (for the trace)
+        self.last_start = "cold"  # how the last start was made (for the trace)
+
+    def invalidate(self) -> None:
+        """What a start builds on may have changed (setup ran); nothing to do for a cold start."""
+
+    def close(self) -> None:
+        """This launcher will not start anything again."""
 
     # -- start -----------------------------------------------------------------------------------
 
     def start(self, command: str | tuple[str, ...], env: dict[str, str], log_pattern: str | None,
               on_exit: Callable[[ServerProcess], None]) -> ServerProcess:
-        argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
         token = uuid.uuid4().hex
         environment = {**env, "RUN_MAIN": "true", "PYTHONUNBUFFERED": "1", TOKEN_VAR: token}
-        try:
-            exec_id = self.api.exec_create(self.container_id, ["sh", "-c", _WRAPPER, "devbox-server", *argv],
-                                           environment=environment, workdir=self.workdir)["Id"]
-            stream = self.api.exec_start(exec_id, stream=True, demux=True)
-        except docker.errors.APIError as e:
-            raise ContainerError(f"cannot start the server in the container: {docker_reason(e)}") from e
+        exec_id, stream = self._exec_stream(command, environment, SERVER_RECORD, "start the server")
         proc = ServerProcess(exec_id, token)
         pattern = re.compile(log_pattern) if log_pattern else None
         threading.Thread(target=self._pump, args=(proc, stream, pattern, on_exit), daemon=True,
                          name="devbox-output").start()
         return proc
 
+    def _exec_stream(self, command: str | tuple[str, ...], environment: dict[str, str], record: str, doing: str):
+        argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
+        try:
+            exec_id = self.api.exec_create(self.container_id, ["sh", "-c", _WRAPPER, record, *argv],
+                                           environment=environment, workdir=self.workdir)["Id"]
+            return exec_id, self.api.exec_start(exec_id, stream=True, demux=True)
+        except Exception as e:
+            raise docker_error(e, f"cannot {doing} in the container") from e
+
     def _find_host_pid(self, proc: ServerProcess) -> None:
         """The leader's pid as this host sees it, if we can see it and it carries our token."""
         if self.method == "exec" or proc.host_pid_checked:
             return
         try:
-            for _ in range(50):  # right after exec_start the process may not have a pid yet
-                pid = self.api.exec_inspect(proc.exec_id).get("Pid") or 0
-                if pid > 0 or proc.exited.is_set():
+            # right after exec_start the process may not have a pid yet (runc takes tens of ms, more
+            # on a busy machine); a stop must not go on before the process exists
+            deadline = time.monotonic() + 5
+            while True:
+                info = self.api.exec_inspect(proc.exec_id)
+                pid = info.get("Pid") or 0
+                if pid > 0 or info.get("ExitCode") is not None or proc.exited.is_set() \
+                        or time.monotonic() > deadline:
                     break
                 time.sleep(0.002)
-            if pid > 0:
-                with open(f"/proc/{pid}/environ", "rb") as f:  # fails where pids are not shared (Docker Desktop)
-                    if f"{TOKEN_VAR}={proc.token}".encode() in f.read().split(b"\0"):
-                        proc.host_pid = pid
-        except (OSError, docker.errors.APIError):
+            if pid > 0 and proc.token in _environ_tokens(pid):  # fails where pids are not shared (Docker Desktop)
+                proc.host_pid = pid
+                if self._procs_file is None:
+                    self._procs_file = _cgroup_procs_file(pid)
+        except Exception:  # OSError, or the engine went away: the exec way still works
             pass
         proc.host_pid_checked = True
 
@@ -141,106 +198,263 @@ class ExecLauncher:
               on_exit: Callable[[ServerProcess], None]) -> None:
         """Copy the server's output to the terminal as it comes; remember the last lines; spot the ready line."""
         self._find_host_pid(proc)  # here, off the restart's critical path
-        partial = b""
+        sinks = {0: output.stdout(), 1: output.stderr()}
+        lines = {0: Lines(), 1: Lines()}  # stdout and stderr each keep their own partial line
+
+        def take(new_lines: list[str]) -> None:
+            self.log(new_lines)
+            proc.tail.extend(new_lines)
+            if pattern and any(pattern.search(line) for line in new_lines):
+                proc.log_matched.set()
+
         try:
-            for out, err in stream:
-                for chunk, sink in ((out, self.stdout), (err, self.stderr)):
+            for chunks in stream:
+                for i, chunk in enumerate(chunks):
                     if not chunk:
                         continue
-                    with self._write_lock:
-                        sink.write(chunk)
-                        sink.flush()
-                    lines = (partial + chunk).split(b"\n")
-                    partial = lines.pop()
-                    for line in lines:
-                        text = line.decode("utf-8", "replace").rstrip("\r")
-                        proc.tail.append(text)
-                        if pattern and pattern.search(text):
-                            proc.log_matched.set()
-                    if pattern and partial and pattern.search(partial.decode("utf-8", "replace")):
+                    sinks[i].write(chunk)
+                    take(lines[i].feed(chunk))
+                    if pattern and not proc.log_matched.is_set() and pattern.search(lines[i].partial()):
                         proc.log_matched.set()
         except Exception:  # the connection dropped: the exit code below still tells what happened
             pass
-        if partial:
-            proc.tail.append(partial.decode("utf-8", "replace"))
+        _close(stream)
+        for i in lines:
+            take(lines[i].close())
         proc.exit_code = self._exit_code(proc.exec_id)
         proc.exited.set()
         on_exit(proc)
 
-    def _exit_code(self, exec_id: str) -> int:
+    def _exit_code(self, exec_id: str) -> int | None:
+        """The exec's exit code; None if the engine cannot tell (it or the container went away)."""
         deadline = time.monotonic() + 5
         while True:
             try:
                 info = self.api.exec_inspect(exec_id)
-            except docker.errors.APIError:
-                return -1
+            except Exception:
+                return None
             if not info.get("Running") or time.monotonic() > deadline:
-                code = info.get("ExitCode")
-                return -1 if code is None else code
+                return info.get("ExitCode")
             time.sleep(0.005)
 
     # -- stop ------------------------------------------------------------------------------------
 
-    def stop(self, proc: ServerProcess, stop_signal: str, timeout: float) -> bool:
-        """Signal the whole group, wait for every process of it to be gone, SIGKILL after `timeout`.
-        True if SIGKILL was needed."""
+    def stop(self, proc: ServerProcess, stop_signal: str, timeout: float,
+             hurry: Callable[[], bool] = lambda: False) -> bool:
+        """Signal the whole tree, wait for every process of it to be gone, SIGKILL after `timeout`
+        (at once when `hurry()` turns true). True if SIGKILL was needed."""
         if not proc.exited.is_set():
             self._find_host_pid(proc)  # in case the pump has not got to it yet
         # Host signalling only while the leader lives: once it is gone its number may be reused on the
         # host, while the exec way stays inside the container.
         if proc.host_pid is not None and not proc.exited.is_set():
             try:
-                return self._stop_from_host(proc.host_pid, stop_signal, timeout)
+                self.last_stop = "host"
+                return self._stop_from_host(proc, stop_signal, timeout, hurry)
             except PermissionError:
                 proc.host_pid = None  # fall back to signalling from inside the container
-        return "killed" in self._stop_by_exec(stop_signal, timeout)
+        self.last_stop = "exec"
+        return "killed" in self._stop_by_exec(stop_signal, timeout, SERVER_RECORD, proc.token, hurry)
 
     def end_leftover(self, stop_signal: str, timeout: float) -> bool:
         """End a server left running by an earlier `devbox up` (killed with -9); True if there was one."""
-        return "signalled" in self._stop_by_exec(stop_signal, timeout)
+        return "signalled" in self._stop_by_exec(stop_signal, timeout, SERVER_RECORD, "")
 
-    @staticmethod
-    def _stop_from_host(pgid: int, stop_signal: str, timeout: float) -> bool:
+    def _stop_from_host(self, proc: ServerProcess, stop_signal: str, timeout: float,
+                        hurry: Callable[[], bool]) -> bool:
+        assert proc.host_pid is not None
+        pgid, sig = proc.host_pid, signal.Signals[stop_signal]
+        escaped = self._escaped(proc)
         try:
-            os.killpg(pgid, signal.Signals[stop_signal])
+            os.killpg(pgid, sig)
         except ProcessLookupError:
-            return False
+            pass
+        _signal_each(escaped, sig)
         began = time.monotonic()
         killed = False
         while True:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return killed
-            if not killed and time.monotonic() - began >= timeout:
-                os.killpg(pgid, signal.SIGKILL)
-                killed = True
+            if not _group_alive(pgid) and not _any_alive(escaped):
+                more = self._escaped(proc)  # one more look: something may have left the group meanwhile
+                if not more:
+                    return killed
+                _signal_each(more, signal.SIGKILL if killed else sig)
+                escaped |= more
+            if not killed and (time.monotonic() - began >= timeout or hurry()):
+                _signal_group(pgid, signal.SIGKILL)
+                _signal_each(escaped, signal.SIGKILL)
+                killed, began = True, time.monotonic()
+            elif killed and time.monotonic() - began > KILL_GRACE:
+                raise StopStuck(f"the server's processes outlived SIGKILL for {KILL_GRACE:g}s "
+                                "(stuck in the kernel?); `devbox down` removes the container")
             # most servers are gone within 10 ms: poll finely at first (a signal 0 costs microseconds)
             time.sleep(0.001 if time.monotonic() - began < 0.2 else 0.01)
 
-    def _stop_by_exec(self, stop_signal: str, timeout: float) -> str:
-        steps = max(0, int(timeout / 0.02))
-        return self._run(["sh", "-c", _STOP_SCRIPT, "devbox-stop", stop_signal.removeprefix("SIG"), str(steps)])
+    def _escaped(self, proc: ServerProcess) -> set[int]:
+        """Host pids that carry this start's token but are not in its group."""
+        if self._procs_file:
+            try:
+                with open(self._procs_file) as f:
+                    pids = [int(line) for line in f if line.strip()]
+            except (OSError, ValueError):
+                pids = _all_pids()
+        else:
+            pids = _all_pids()
+        return {pid for pid in pids if pid != proc.host_pid and _pgid(pid) != proc.host_pid
+                and proc.token in _environ_tokens(pid)}
 
-    def run(self, command: str | tuple[str, ...], env: dict[str, str]) -> int:
-        """Run a one-off command (setup, an exec rule) in the workdir, streaming its output; its exit code."""
-        argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
+    def _stop_by_exec(self, stop_signal: str, timeout: float, record: str, token: str,
+                      hurry: Callable[[], bool] = lambda: False) -> str:
+        """Run the stop script; `token` names the start to stop ("": whatever the record names)."""
+        steps = max(0, int(timeout / 0.02))
+        argv = ["sh", "-c", _STOP_SCRIPT, "devbox-stop", stop_signal.removeprefix("SIG"), str(steps), record, token]
+        result: list = []
+
+        def work() -> None:
+            try:
+                result.append(self._run(argv))
+            except Exception as e:  # handed to the caller below: never a thread traceback
+                result.append(e)
+
+        worker = threading.Thread(target=work, daemon=True, name="devbox-stop")
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.05)
+            if hurry() and worker.is_alive():
+                # a second script with no grace: SIGKILL now; the first sees the tree gone and ends
+                self._run(["sh", "-c", _STOP_SCRIPT, "devbox-kill", "KILL", "0", record, token])
+                worker.join(KILL_GRACE + 5)
+                break
+        out = result[0] if result else ""
+        if isinstance(out, Exception):
+            raise out
+        if "stuck" in out:
+            raise StopStuck(f"the server's processes outlived SIGKILL for {KILL_GRACE:g}s "
+                            "(stuck in the kernel?); `devbox down` removes the container")
+        return out
+
+    # -- one-off commands --------------------------------------------------------------------------
+
+    def run(self, command: str | tuple[str, ...], env: dict[str, str]) -> int | None:
+        """Run a one-off command (setup, an exec rule) in the workdir, streaming its output; its exit code.
+        `cancel()` from another thread ends it (and everything it started) at once."""
+        environment = {**env, TOKEN_VAR: uuid.uuid4().hex}
+        exec_id, stream = self._exec_stream(command, environment, TASK_RECORD, f"run `{_show(command)}`")
+        sinks = (output.stdout(), output.stderr())
         try:
-            exec_id = self.api.exec_create(self.container_id, argv, environment=env, workdir=self.workdir)["Id"]
-            for out, err in self.api.exec_start(exec_id, stream=True, demux=True):
-                for chunk, sink in ((out, self.stdout), (err, self.stderr)):
+            for chunks in stream:
+                for sink, chunk in zip(sinks, chunks):
                     if chunk:
-                        with self._write_lock:
-                            sink.write(chunk)
-                            sink.flush()
-        except docker.errors.APIError as e:
-            raise ContainerError(f"cannot run `{argv}` in the container: {docker_reason(e)}") from e
+                        sink.write(chunk)
+        except Exception as e:
+            raise docker_error(e, f"`{_show(command)}` was cut off") from e
+        finally:
+            _close(stream)
         return self._exit_code(exec_id)
+
+    def parses_inside(self, paths: list[str]) -> bool:
+        """True if the container's python3 parses one of `paths`, or cannot tell (no python3 there)."""
+        from .syntax import CONTAINER_CHECK
+
+        try:
+            exec_id = self.api.exec_create(self.container_id, ["python3", "-c", CONTAINER_CHECK, *paths])["Id"]
+            self.api.exec_start(exec_id)
+            return self.api.exec_inspect(exec_id).get("ExitCode") != 1
+        except Exception:
+            return True  # no verdict: never hold a file back on a guess
+
+    def cancel(self) -> None:
+        """End the one-off command under way, if any."""
+        self._stop_by_exec("SIGKILL", 0, TASK_RECORD, "")
 
     def _run(self, argv: list[str]) -> str:
         try:
             exec_id = self.api.exec_create(self.container_id, argv)["Id"]
-            output = self.api.exec_start(exec_id)
-        except docker.errors.APIError as e:
-            raise ContainerError(f"cannot run a command in the container: {docker_reason(e)}") from e
-        return output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+            out = self.api.exec_start(exec_id)
+        except Exception as e:
+            raise docker_error(e, "cannot run a command in the container") from e
+        return out.decode("utf-8", "replace") if isinstance(out, bytes) else str(out)
+
+
+def _close(stream) -> None:
+    """Close an exec's output stream now: left to the garbage collector, its socket lingers."""
+    try:
+        stream.close()
+    except Exception:
+        pass
+
+
+def _show(command: str | tuple[str, ...]) -> str:
+    return command if isinstance(command, str) else " ".join(command)
+
+
+# -- the host's view of processes ------------------------------------------------------------------
+
+def _environ_tokens(pid: int) -> set[str]:
+    """The values of TOKEN_VAR in a process's environment (empty if it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            data = f.read()
+    except OSError:
+        return set()
+    prefix = f"{TOKEN_VAR}=".encode()
+    return {item[len(prefix):].decode() for item in data.split(b"\0") if item.startswith(prefix)}
+
+
+def _cgroup_procs_file(pid: int) -> str | None:
+    """The cgroup.procs file listing the container's processes (cgroup v1 or v2), if the host has it."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            entries = [line.rstrip("\n").split(":", 2) for line in f]
+    except OSError:
+        return None
+    for _, controllers, path in entries:
+        for controller in (controllers.split(",") if controllers else [""]):
+            candidate = os.path.join("/sys/fs/cgroup", controller.removeprefix("name="), path.lstrip("/"), "cgroup.procs")
+            if os.path.isfile(candidate):
+                return candidate
+    return None
+
+
+def _all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _any_alive(pids: set[int]) -> bool:
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    return True
+        except (OSError, IndexError):
+            continue
+    return False
+
+
+def _signal_each(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass

@@ -1,8 +1,14 @@
-"""The reload loop: wait for a change, an exit or a stop; decide; act; report. One loop, top to bottom.
+"""The reload loop: wait for something to happen; decide; act; report. One loop, top to bottom.
 
-Other threads (the watcher, the output pump, the ready probe, signal handlers)
-only put events on a queue. The loop drains everything queued at once, so the
-changes that arrived while a restart was under way fold into one more restart.
+Other threads (the watcher, the output pumps, the ready probes, the engine's
+event stream, the control socket, signal handlers) only put events on a queue.
+The loop drains everything queued at once, so the changes that arrived while a
+restart was under way fold into one more restart, and an exit that came with a
+change is seen together with it.
+
+Steps that can take long (an image pull, setup, an exec rule) run in a worker
+thread while the loop's thread waits for them or for a signal, so Ctrl-C is
+honoured within a fraction of a second wherever devbox is.
 """
 
 from __future__ import annotations
@@ -11,24 +17,33 @@ __all__ = ["Supervisor"]
 
 import os
 import queue
-import signal
-import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
 
 import docker
 
+from . import output
+from .compose import Services, remember_started
 from .config import LOCAL_NAME, Config, load
-from .container import Box
-from .errors import ConfigError, ContainerError
+from .container import LABEL_HASH, Box, EventFollower, Outcome
+from .errors import ConfigError, ContainerError, ContainerGone, DevboxError, DockerUnavailable
+from .interrupts import Interrupts
+from .logs import ServerLog
 from .prestart import Prestart
 from .ready import wait_ready
+from .preload import PreloadLauncher, wants_preload
 from .server import ExecLauncher, ServerProcess
-from .watch import IgnoreRules, Watcher, forget_bytecode, plan
+from .syntax import host_errors
+from .watch import Watcher, forget_bytecode, plan
 
 CRASH_LINES = 10
+QUICK_EXIT = 2.0  # seconds: an exit 3 sooner than this after the start counts towards the backoff
+BACKOFF_MAX = 10.0
+RECOVERY_LIMIT, RECOVERY_WINDOW = 5, 60.0  # container losses in seconds before `up` gives up
+SIGNAL_LATENCY = 0.1  # seconds: the longest the loop sleeps without looking for a signal
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,174 +64,587 @@ class Probed:
     at: float
 
 
+@dataclass
 class Stop:
-    pass
+    why: str  # the signal's name, or "down"
 
 
-Event = Changed | Exited | Probed | Stop
+@dataclass
+class EngineEvent:
+    container_id: str
+    action: str  # die, destroy, engine-lost, ...
 
 
-def say(message: str) -> None:
-    print(f"devbox: {message}", file=sys.stderr, flush=True)
+@dataclass
+class Retry:
+    generation: int  # the start this retry was planned after; stale once another start happened
+
+
+@dataclass
+class Failed:
+    message: str  # a helper thread died: `up` ends with this line, exit 1
+
+
+@dataclass
+class Control:
+    verb: str
+    reply: Callable[[dict[str, Any]], None] = field(repr=False)
+
+
+Event = Changed | Exited | Probed | Stop | EngineEvent | Retry | Failed | Control
+
+
+class Interrupted(Exception):
+    """A signal (or `devbox down`) arrived while a long step was under way."""
 
 
 class Supervisor:
-    def __init__(self, config: Config, client: docker.DockerClient, recreate: bool = False,
-                 report: Callable[[str], None] = say, prestart: Prestart | None = None):
-        self.config, self.client, self.recreate, self.say = config, client, recreate, report
+    def __init__(self, config: Config, client: docker.DockerClient, interrupts: Interrupts, recreate: bool = False,
+                 prestart: Prestart | None = None, build: bool = False):
+        self.config, self.client, self.interrupts, self.recreate = config, client, interrupts, recreate
+        self.build = build  # `up --build`: build the image even if its inputs did not change
+        self.network = ""  # the Compose project's network, once its services are up
         self.prestart = prestart
+        self.say = output.say
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # put() is safe from signal handlers
-        self.box = Box(client, config, report)
+        self.box = Box(client, config, self.say)
+        self.container_id = ""
+        self.started_at = ""  # the container's StartedAt: a different one means it was restarted behind us
         self.launcher: ExecLauncher | None = None
+        self.launcher_for: tuple = ()  # the config values the launcher was made for
+        self.recoveries: list[float] = []  # when the container was last brought back
+        self.follower: EventFollower | None = None
         self.watcher: Watcher | None = None
         self.current: ServerProcess | None = None
         self.reason = ""  # why the current server was started, for the ready line
         self.seen = 0.0  # when the change behind the current start was seen
+        self.started = 0.0  # when the current server was started
+        self.generation = 0  # counts starts, so that a planned retry knows whether it is still due
+        self.quick_exits = 0  # exits 3 in a row that came soon after the start
+        self.stopped_by = ""
+        self.waiting: list[Callable[[dict[str, Any]], None]] = []  # `devbox restart`s waiting for the ready line
+        self.last_ready: tuple[float, float] | None = None  # (when, how long it took)
+        self.start_took = 0.0  # from the exec to ready, last time
+        self.began = time.time()
         self.trace = os.environ.get("DEVBOX_TRACE") == "1"  # time each phase of a restart
+        self.log = ServerLog(config.name)  # the server's output, for `devbox logs`
 
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> int:
         began = time.monotonic()
+        self.interrupts.listen(self._on_signal)
         self._watch()  # from the start: an edit made while the container starts is not missed
-        previous = {}
         try:
-            prestarted = self.prestart is not None and self.prestart.started()
-            state = self._ensure_container(self.recreate, prestarted)
-            assert self.launcher is not None
-            self._trace(began, f"container {state}")
-            # only a container that kept running can hold a server left by a `devbox up` killed with -9
-            if state == "reused" and self.launcher.end_leftover(self.config.stop_signal, self.config.stop_timeout):
-                self.say("ended a server left running by an earlier `devbox up`")
-            previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-            self._start("start", began)
-            self._trace(began, "server exec started")
-            while True:
-                batch = self._next_batch()
-                if any(isinstance(e, Stop) for e in batch):
-                    break
-                changed = [e for e in batch if isinstance(e, Changed)]
-                if changed:
-                    self._on_changes(set().union(*(e.paths for e in changed)), min(e.seen for e in changed))
-                    continue  # an exit of the server we just replaced is old news
-                for event in batch:
-                    if isinstance(event, Probed) and event.proc is self.current:
-                        self._on_probed(event)
-                    elif isinstance(event, Exited) and event.proc is self.current:
-                        self._on_exit(event.proc)
+            self._bring_up(began)
+            self._loop()
+        except Interrupted:
+            pass
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            if self.watcher is not None:
-                self.watcher.stop()
-            if self.launcher is not None:
-                self._stop_server()
-                self.say("stopping container")
-                self.box.stop()
+            self._shut_down()
         return 0
 
-    def _trace(self, since: float, what: str) -> None:
-        if self.trace:
-            self.say(f"trace: {what} at {1000 * (time.monotonic() - since):.0f}ms")
-
-    def _ensure_container(self, recreate: bool = False, prestarted: bool = False) -> str:
-        container, state = self.box.ensure(recreate, prestarted)
-        self.launcher = ExecLauncher(self.client.api, container.id, self.config.workdir)
-        if state == "created" and self.config.setup and not self._setup():
-            self.box.remove(container)  # so that the next `up` runs setup again on a fresh container
-            raise ContainerError(f"setup failed, container removed: fix `setup` in {self.config.file.name} "
-                                 "and run `devbox up` again")
-        return state
-
-    def _watch(self) -> None:
-        if self.watcher is not None:
-            self.watcher.stop()
-        cfg = self.config
-        self.watcher = Watcher(cfg.watch.paths, cfg.project_dir, IgnoreRules.for_project(cfg.project_dir, cfg.watch.ignore),
-                               cfg.watch.debounce_ms, lambda paths, seen: self.events.put(Changed(paths, seen)))
-        self.watcher.start()
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            for event in batch:
+                if isinstance(event, Stop):
+                    self.stopped_by = event.why
+                    return
+                if isinstance(event, Failed):
+                    raise DevboxError(event.message)
+            if any(isinstance(e, EngineEvent) and e.container_id == self.container_id and
+                   e.action in ("die", "destroy", "engine-lost") for e in batch):
+                self._recover()
+            changed = [e for e in batch if isinstance(e, Changed)]
+            for event in batch:
+                if isinstance(event, Exited) and event.proc is self.current:
+                    self._on_exit(event.proc, change_follows=bool(changed))
+            if changed:
+                self._on_changes(set().union(*(e.paths for e in changed)), min(e.seen for e in changed))
+            for event in batch:
+                if isinstance(event, Probed) and event.proc is self.current:
+                    self._on_probed(event)
+                elif isinstance(event, Retry) and event.generation == self.generation and self.current is None:
+                    self._start("restart after exit 3", time.monotonic())
+                elif isinstance(event, Control):
+                    self._on_control(event)
+                    if self.stopped_by:
+                        return
 
     def _next_batch(self) -> list[Event]:
-        batch = [self.events.get()]
+        # Never block without a timeout: the kernel may deliver a signal to another thread, and then
+        # the main thread only runs Python's handler (which enqueues Stop) once it wakes up by itself.
+        while True:
+            try:
+                batch = [self.events.get(timeout=SIGNAL_LATENCY)]
+                break
+            except queue.Empty:
+                continue
         while True:
             try:
                 batch.append(self.events.get_nowait())
             except queue.Empty:
                 return batch
 
-    def _on_signal(self, signum, frame) -> None:
-        # Only enqueue: the loop acts. A second Ctrl-C changes nothing, so shutdown always completes
-        # (it is bounded by stop_timeout) and never leaves the container running.
-        self.events.put(Stop())
+    def _on_signal(self, name: str) -> None:
+        # Only enqueue (SimpleQueue.put is safe in a handler): the loop acts. Nothing here may take a lock,
+        # printing included: the handler runs in the main thread, which may hold that lock at that moment.
+        # A later signal hurries the stop (SIGKILL now); it never abandons it.
+        self.events.put(Stop(name))
+
+    def _hurried_since(self, mark: int) -> Callable[[], bool]:
+        """A `hurry` for a stop: true once a signal came after `mark`; says so, once, for a second signal."""
+        said = False
+
+        def hurry() -> bool:
+            nonlocal said
+            if not self.interrupts.since(mark):
+                return False
+            if not said and self.interrupts.count > 1:
+                said = True
+                self.say(f"{self.interrupts.last} again: still stopping; ending the server now")
+            return True
+        return hurry
+
+    def _trace(self, since: float, what: str) -> None:
+        if self.trace:
+            self.say(f"trace: {what} at {1000 * (time.monotonic() - since):.0f}ms")
+
+    # -- bring up, and back ---------------------------------------------------------------------
+
+    def _bring_up(self, began: float) -> None:
+        prestarted = self.prestart is not None and self.prestart.started()
+        if self.config.compose is not None:
+            self._services_up()
+        try:
+            # a pull or a build may take minutes: interruptible
+            image_id = self._interruptible(lambda: self.box.ensure_image(force_build=self.build))
+            # creating and starting take a second at most: done here, so that a signal meanwhile finds
+            # the container attached and the shutdown stops it
+            container, outcome = self.box.ensure(self.recreate, prestarted, image_id)
+        except BaseException:
+            if prestarted:  # leave the container as we found it: stopped
+                self._quietly(self.box.stop)
+            raise
+        self._attach(container)
+        if self.interrupts.count:
+            raise Interrupted
+        self._trace(began, f"container {outcome.value}")
+        # only a container that kept running can hold a server left by a `devbox up` killed with -9
+        if outcome is Outcome.REUSED and self.launcher.end_leftover(self.config.stop_signal, self.config.stop_timeout):
+            self.say("ended a server left running by an earlier `devbox up`")
+        self._ensure_setup(container, outcome)
+        self._start("start", began)
+        self._trace(began, "server exec started")
+
+    def _services_up(self) -> None:
+        """Start the Compose services `compose:` names (left running by Ctrl-C, stopped by `down`)."""
+        cfg = self.config.compose
+        assert cfg is not None
+        if not cfg.services:
+            return  # nothing to start, no network to join
+        services = self._interruptible(lambda: Services.resolve(cfg.file, cfg.services, self.config.file.name))
+        started = self._interruptible(lambda: services.up(self.say))
+        remember_started(self.config.name, started)
+        self.network = services.network
+        self.box = Box(self.client, self.config, self.say, self.network)
+
+    def _attach(self, container) -> None:
+        """Make `container` the one the loop runs the server in and follows events of."""
+        if self.follower is not None:
+            self.follower.close()
+        self.container_id = container.id
+        state = self.box.state(container.id)
+        self.started_at = state.started_at if state else ""
+        self._new_launcher()
+        self.follower = EventFollower(self.client, container.id,
+                                      lambda action, cid=container.id: self.events.put(EngineEvent(cid, action)))
+
+    def _new_launcher(self) -> None:
+        """The launcher for the current container and config: preloaded where it can be, else cold."""
+        if self.launcher is not None:
+            self.launcher.close()
+        cfg = self.config
+        preload, why = wants_preload(cfg.preload, cfg.command)
+        if cfg.preload and not preload:
+            self.say(f"preload off: {why}")
+        if preload:
+            self.launcher = PreloadLauncher(self.client.api, self.container_id, cfg.workdir,
+                                            cfg.container_path(cfg.project_dir) or cfg.workdir, cfg.command, self.say)
+        else:
+            self.launcher = ExecLauncher(self.client.api, self.container_id, cfg.workdir)
+        self.launcher.log = self.log.write
+        self.launcher_for = (cfg.preload, cfg.command, cfg.project_dir)
+
+    def _ensure_setup(self, container, outcome: Outcome) -> None:
+        """Run setup unless this container finished it; a failed first setup removes the container."""
+        if not self.config.setup or self.box.setup_done(container):
+            return
+        if outcome is not Outcome.CREATED:
+            self.say("setup did not finish in this container last time; running it again")
+        if self._setup():
+            self.box.mark_setup_done(container)
+            return
+        if outcome is Outcome.CREATED:
+            self.box.remove(container)  # so that the next `up` runs setup again on a fresh container
+            self.launcher = None
+            raise ContainerError(f"setup failed, container removed: fix `setup` in {self.config.file.name} "
+                                 "and run `devbox up` again")
+        raise ContainerError(f"setup failed: fix `setup` in {self.config.file.name} and run `devbox up` again")
+
+    def _recover(self) -> None:
+        """The container stopped, was removed, or the engine went away: bring it all back, then serve."""
+        waited = False
+        transient = 0
+        while True:
+            try:
+                state = self.box.state(self.container_id)
+                if state is not None and state.status == "running" and state.started_at == self.started_at \
+                        and self.current is not None and not self.current.exited.is_set():
+                    return  # nothing happened to it after all (an event of our own making)
+                self._count_recovery()
+                if waited:
+                    self.say("the Docker engine answers again")
+                elif state is None or state.status in ("removing", "dead"):
+                    self.say("the container was removed outside devbox (`docker rm`?); creating it again")
+                elif state.status != "running":
+                    self.say("the container was stopped outside devbox (`docker stop` or `kill`?); starting it again")
+                elif state.started_at != self.started_at:
+                    self.say("the container was restarted outside devbox (`docker restart`?); starting the server again")
+                else:
+                    self.say("lost the server's connection; starting it again")
+                self.current = None  # its processes went with the container, or are ended as leftovers below
+                removal_ends = time.monotonic() + 10
+                while state is not None and state.status in ("removing", "dead") and time.monotonic() < removal_ends:
+                    self._pause(0.05)  # `docker rm` under way: a new container of the same name must wait for it
+                    state = self.box.state(self.container_id)
+                image_id = self._interruptible(self.box.ensure_image)
+                container, outcome = self.box.ensure(image_id=image_id)
+                self._attach(container)
+                if outcome is not Outcome.CREATED:
+                    self.launcher.end_leftover(self.config.stop_signal, self.config.stop_timeout)
+                self._ensure_setup(container, outcome)
+                self._start("container back", time.monotonic())
+                return
+            except DockerUnavailable as e:
+                if not waited:
+                    self.say(f"{e}; waiting for it to come back (Ctrl-C to stop)")
+                    waited = True
+                self._pause(1.0)
+            except ContainerGone:
+                transient += 1  # removed or restarted again while we looked: look again, a few times
+                if transient > 20:
+                    raise
+                self._pause(0.1)
+
+    def _count_recovery(self) -> None:
+        """Bringing the container back is for accidents: one that keeps stopping (its main process cannot
+        run, say a mount over /lib) must end `up` with a line, not loop for ever."""
+        now = time.monotonic()
+        self.recoveries = [t for t in self.recoveries if now - t < RECOVERY_WINDOW] + [now]
+        if len(self.recoveries) > RECOVERY_LIMIT:
+            raise ContainerError(f"the container stopped {RECOVERY_LIMIT + 1} times within "
+                                 f"{RECOVERY_WINDOW:g}s; devbox gave up bringing it back: see "
+                                 f"`docker logs {self.box.container_name}` and the mounts in {self.config.file.name}")
+
+    def _pause(self, seconds: float) -> None:
+        """Wait, but end at once on a stop; other events wait in the queue for the loop."""
+        kept: list[Event] = []
+        deadline = time.monotonic() + seconds
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    event = self.events.get(timeout=left)
+                except queue.Empty:
+                    break
+                if isinstance(event, Stop):
+                    self.stopped_by = event.why
+                    raise Interrupted
+                kept.append(event)
+        finally:
+            for event in kept:
+                self.events.put(event)
+
+    def _interruptible(self, work: Callable[[], T], cancel: Callable[[], None] | None = None) -> T:
+        """Run `work` in a worker thread; a signal meanwhile cancels it and raises Interrupted."""
+        result: list = []
+        done = threading.Event()
+
+        def worker() -> None:
+            try:
+                result.append((True, work()))
+            except BaseException as e:
+                result.append((False, e))
+            finally:
+                done.set()
+
+        threading.Thread(target=worker, name="devbox-step", daemon=True).start()
+        while not done.wait(0.05):
+            if self.interrupts.count or self.stopped_by:  # a signal since `up` began: stopping
+                if cancel is not None:
+                    self._quietly(cancel)
+                done.wait(1.0)
+                raise Interrupted
+        ok, value = result[0]
+        if not ok:
+            raise value
+        return value
+
+    def _quietly(self, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except DevboxError as e:
+            self.say(str(e))
+
+    def _shut_down(self) -> None:
+        mark = self.interrupts.count  # a signal from now on hurries the stop
+        output.stop_waiting()
+        if self.follower is not None:
+            self.follower.close()
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.launcher is None:
+            return
+        try:
+            self._stop_server(hurry=self._hurried_since(mark))
+        except DevboxError as e:
+            self.say(str(e))
+        self.launcher.close()
+        if self.stopped_by == "down":
+            return  # `devbox down` removes the container
+        self.say("stopping container")
+        self._quietly(lambda: self.box.stop())
 
     # -- decide ---------------------------------------------------------------------------------
 
     def _on_changes(self, paths: set[str], seen: float) -> None:
-        if paths & self.config_files:
-            self._reload_config()
+        if paths & self.config_files and not self._reload_config():
+            paths -= self.config_files  # an invalid or failing config changes nothing
         todo = plan(paths, self.config.watch.rules)
         forget_bytecode(self.config.project_dir, paths)
         for command in todo.exec:
             self.say(f"running `{_show(command)}` ({todo.reason})")
             self._run_in_container(command)
-        if todo.rebuild:
-            self.say("rebuild: `build:` is not supported yet; restarting the server instead")
+        if todo.exec:
+            self._invalidate_preload()
+        if todo.rebuild and not self._rebuild(todo.reason):
+            return  # the build failed: the running container and server stay
         if todo.setup:
             self._stop_server()
             if not self._setup():
                 self.say("setup failed; waiting for a change")
                 return
+            self.box.mark_setup_done(self.box.find())
+        if todo.restart and self._held_back(paths):
+            return
         if todo.restart:
             self._restart(todo.reason, seen)
 
+    def _held_back(self, paths: set[str]) -> bool:
+        """Every changed .py file fails to parse, here and in the container: keep the old server serving."""
+        errors = host_errors(self.config.project_dir, paths)
+        if not errors or self.launcher is None:
+            return False
+        inside = [self.config.container_path(self.config.project_dir / line.split(":", 1)[0]) for line in errors]
+        if None in inside or self.launcher.parses_inside([p for p in inside if p]):
+            return False  # not mounted, no python3 there, or its grammar accepts one: the container decides
+        for line in errors:
+            self.say(line)
+        self.say("kept the running server: save a fix and it restarts")
+        return True
+
     @property
     def config_files(self) -> set[str]:
-        return {self.config.file.name, LOCAL_NAME}
+        """The files whose change reloads the config (env_file entries only restart the server)."""
+        return {self.config.file.name, LOCAL_NAME, ".env"}
 
-    def _reload_config(self) -> None:
-        """Live config: an invalid file keeps the old config; container keys recreate; the rest restarts."""
+    def _rebuild(self, reason: str) -> bool:
+        """The `rebuild` rule: build the image again and, if it changed, switch to a new container (named
+        volumes kept). False if the build failed; the old container and server then keep running."""
+        if self.config.build is None:
+            self.say(f"rebuild ({reason}): no `build:` in {self.config.file.name}; restarting the server instead")
+            return True
+        try:
+            self._replace_container(self.config, force_build=True)
+        except DevboxError as e:
+            self._say_failure(e)
+            self.say("the running container and server stay; fix it and save again")
+            return False
+        return True
+
+    def _say_failure(self, error: DevboxError) -> None:
+        self.say(str(error))
+        for line in getattr(error, "tail", [])[-CRASH_LINES:]:
+            self.say(f"  | {line}")
+
+    def _reload_config(self) -> bool:
+        """Live config: True if the new file was applied. An invalid file, or one whose container cannot
+        be made (image missing, port taken, setup failing), keeps the old container and server."""
         try:
             new = load(self.config.file)
         except ConfigError as e:
             for problem in e.problems:
                 self.say(str(problem))
-            self.say("config not applied; still running the previous one")
-            return
-        old, self.config = self.config, new
-        self.box = Box(self.client, new, self.say)
+            self.say(f"{self.config.file.name} not applied; the previous config still runs")
+            return False
+        old = self.config
         if new.container_spec() != old.container_spec() or new.name != old.name:
-            self._stop_server()
-            if new.name != old.name:
-                Box(self.client, old, self.say).stop()  # no longer this project's: stop, keep for `down`
-            self._ensure_container()
+            try:
+                self._replace_container(new)
+            except Interrupted:
+                raise
+            except DevboxError as e:
+                self.say(f"{new.file.name} not applied: {e}")
+                for line in getattr(e, "tail", [])[-CRASH_LINES:]:
+                    self.say(f"  | {line}")
+                self.say("the previous container and server still run")
+                return False
+        self.config = new
+        self.box = Box(self.client, new, self.say, self.network)
         if new.watch != old.watch:
             self._watch()
         self.say(f"reloaded {new.file.name}")
+        return True
 
-    def _on_exit(self, proc: ServerProcess) -> None:
+    def _replace_container(self, new: Config, force_build: bool = False) -> None:
+        """Make the new config's container beside the old one; switch only once it is up and set up.
+        The server is started by the restart that the config change asks for."""
+        old = self.config
+        new_box = Box(self.client, new, self.say, self.network)
+        image_id = self._interruptible(lambda: new_box.ensure_image(force_build))
+        old_container = self.box.find()
+        if old_container is not None and new.name == old.name and \
+                old_container.labels.get(LABEL_HASH) == new_box.config_hash(image_id):
+            return  # a rebuild that made the same image: the container stays
+        if old_container is not None and new.name == old.name:
+            self.say(f"recreating container {old_container.name}: {new_box.what_changed(old_container.labels, image_id)}")
+        self._stop_server()
+        self._quietly(lambda: self.box.stop(old_container))  # frees its ports for the new one
+        container = None
+        try:
+            container = new_box.create(image_id, temporary=True)
+            self._attach(container)
+            self.config = new  # setup runs with the new env
+            self._ensure_setup(container, Outcome.CREATED)
+        except BaseException:
+            self.config = self.box.config
+            if container is not None:
+                self._quietly(lambda: new_box.remove(container))
+            if old_container is not None:  # back to the old container and server
+                self.box.start(old_container)
+                self._attach(old_container)
+                self._start("previous config", time.monotonic())
+            raise
+        if old_container is not None:
+            if new.name != self.box.config.name:
+                self.say(f"container {old_container.name} is no longer this project's: stopped, kept for `down`")
+            else:
+                self.box.remove(old_container)
+        new_box.take_name(container)
+
+    def _on_exit(self, proc: ServerProcess, change_follows: bool) -> None:
         code = proc.exit_code
-        if code == 3:  # the Django/Werkzeug protocol: "restart me"
+        if self._container_went_away(code):
+            self._recover()
+            return
+        if code == 3 and proc.ready:  # the Django/Werkzeug protocol: "restart me"
+            if change_follows:
+                return  # the change restarts it
+            self.current = None
+            quick = time.monotonic() - self.started < QUICK_EXIT
+            self.quick_exits = self.quick_exits + 1 if quick else 0
+            if self.quick_exits >= 2:
+                delay = min(BACKOFF_MAX, 0.5 * 2 ** (self.quick_exits - 2))
+                self.say(f"server exited 3 (restart me) {self.quick_exits} times in a row right after starting; "
+                         f"restarting in {delay:g}s")
+                retry = threading.Timer(delay, self.events.put, args=(Retry(self.generation),))
+                retry.daemon = True  # a pending retry must not hold up devbox's exit
+                retry.start()
+                return
             self._restart("server asked to restart (exit 3)", time.monotonic())
             return
-        self._stop_server()  # the leader is gone; end whatever it left running in its group
+        self._stop_server()  # the leader is gone; end whatever it left running
         if code == 127:
             self.say(f"command not found in the container: `{_show(self.config.command)}` "
                      f"(check `command` in {self.config.file.name} and that the image has it)")
         else:
-            self.say(f"server exited with code {code}; last lines:")
+            why = " before it was ready (uvicorn does that when the app cannot be imported)" if code == 3 else ""
+            self.say(f"server exited with code {code}{why}; last lines:")
             for line in list(proc.tail)[-CRASH_LINES:]:
-                print(f"  | {line}", file=sys.stderr, flush=True)
-        self.say("waiting for a change to start it again")
+                self.say(f"  | {line}")
+        if not change_follows:
+            self.say("waiting for a change to start it again")
+        self._answer_waiting({"ok": False, "line": f"server exited with code {code}; see `devbox logs`"})
+
+    def _container_went_away(self, code: int | None) -> bool:
+        """An exit that is the container's doing (stopped, killed, restarted) rather than the server's own."""
+        if code is not None and code < 128:
+            return False
+        deadline = time.monotonic() + 1.0  # the engine may not have recorded the container's death yet
+        while True:
+            try:
+                state = self.box.state(self.container_id)
+            except DockerUnavailable:
+                return True
+            if state is None or state.status != "running" or state.started_at != self.started_at:
+                return True
+            if code is None or time.monotonic() > deadline:
+                return code is None  # None: the exec's connection broke; the server is ended as a leftover
+            time.sleep(0.02)
 
     def _on_probed(self, event: Probed) -> None:
         took = event.at - self.seen
+        line = ""
+        if event.outcome in ("ready", "no check"):
+            event.proc.ready = True
+            self.last_ready = (time.time(), took)
         if event.outcome == "ready":
-            self.say(f"ready in {took:.2f}s ({self.reason})")
+            self.start_took = event.at - self.started  # the next probe waits for a share of it
+        if event.outcome == "ready":
+            line = f"ready in {took:.2f}s ({self.reason})"
         elif event.outcome == "no check":
-            self.say(f"started in {took:.2f}s ({self.reason})")
+            line = f"started in {took:.2f}s ({self.reason})"
         elif event.outcome == "timeout":
-            self.say(f"not ready after {self.config.ready.timeout:g}s ({self.reason}); "
-                     "it still runs: check `ready` in " + self.config.file.name)
+            line = (f"not ready after {self.config.ready.timeout:g}s ({self.reason}); "
+                    "it still runs: check `ready` in " + self.config.file.name)
+        if line:
+            self.say(line)
+            self._answer_waiting({"ok": event.proc.ready, "line": line})
+
+    def _answer_waiting(self, answer: dict[str, Any]) -> None:
+        waiting, self.waiting = self.waiting, []
+        for reply in waiting:
+            reply(answer)
+
+    def _on_control(self, event: Control) -> None:
+        if event.verb == "down":
+            self.say("`devbox down` was run: stopping the server; `down` removes the container")
+            self.stopped_by = "down"
+            self._stop_server()
+            event.reply({"ok": True})
+        elif event.verb == "restart":
+            self.waiting.append(event.reply)  # answered by the ready line (or the crash)
+            self._restart("`devbox restart`", time.monotonic())
+        elif event.verb == "status":
+            event.reply({"ok": True, "status": self._status()})
+        else:
+            event.reply({"ok": False, "error": f"unknown request '{event.verb}'"})
+
+    def _status(self) -> dict[str, Any]:
+        """What `devbox status` shows of the running `up` (the container's side comes from the engine)."""
+        proc = self.current
+        server = None
+        if proc is not None and not proc.exited.is_set():
+            try:
+                pid = self.client.api.exec_inspect(proc.exec_id).get("Pid") or None
+            except Exception:
+                pid = None
+            server = {"pid": pid, "uptime_s": round(time.monotonic() - self.started, 1),
+                      "ready": proc.ready, "started_because": self.reason}
+        return {"up_pid": os.getpid(), "up_since": self.began, "server": server, "restarts": max(0, self.generation - 1),
+                "last_ready": None if self.last_ready is None else
+                {"at": self.last_ready[0], "took_s": round(self.last_ready[1], 3)}}
 
     # -- act ------------------------------------------------------------------------------------
 
@@ -226,44 +654,82 @@ class Supervisor:
         stopped = time.monotonic()
         self._start(reason, seen)
         if self.trace:
-            self.say(f"trace: seen->act {1000 * (acted - seen):.1f}ms, stop {1000 * (stopped - acted):.1f}ms, "
-                     f"start exec {1000 * (time.monotonic() - stopped):.1f}ms")
+            self.say(f"trace: seen->act {1000 * (acted - seen):.1f}ms, "
+                     f"stop ({self.launcher.last_stop or 'none'}) {1000 * (stopped - acted):.1f}ms, "
+                     f"start exec ({self.launcher.last_start}) {1000 * (time.monotonic() - stopped):.1f}ms")
 
     def _start(self, reason: str, seen: float) -> None:
         assert self.launcher is not None
-        self.reason, self.seen = reason, seen
-        proc = self.launcher.start(self.config.command, self.config.server_env(), self.config.ready.log,
-                                   on_exit=lambda p: self.events.put(Exited(p)))
+        if self.launcher_for != (self.config.preload, self.config.command, self.config.project_dir):
+            self._new_launcher()  # the config changed how the server starts
+        self.reason, self.seen, self.started = reason, seen, time.monotonic()
+        self.generation += 1
+        self.log.marker(self.generation, reason)
+        try:
+            proc = self.launcher.start(self.config.command, self.config.server_env(), self.config.ready.log,
+                                       on_exit=lambda p: self.events.put(Exited(p)))
+        except (ContainerGone, DockerUnavailable):
+            self.events.put(EngineEvent(self.container_id, "die"))  # the loop brings the container back
+            return
         self.current = proc
         threading.Thread(target=self._probe, args=(proc,), daemon=True, name="devbox-ready").start()
 
     def _probe(self, proc: ServerProcess) -> None:
-        outcome = wait_ready(self.config, proc, cancelled=lambda: proc is not self.current)
+        try:
+            outcome = wait_ready(self.config, proc, cancelled=lambda: proc is not self.current,
+                                 expected=self.start_took)
+        except Exception as e:  # a bug in a probe must not leave the loop waiting without a word
+            outcome = f"failed ({type(e).__name__}: {e})"
         self.events.put(Probed(proc, outcome, time.monotonic()))
 
-    def _stop_server(self) -> None:
+    def _stop_server(self, hurry: Callable[[], bool] | None = None) -> None:
         proc, self.current = self.current, None
         if proc is None or self.launcher is None:
             return
-        if self.launcher.stop(proc, self.config.stop_signal, self.config.stop_timeout):
+        mark = self.interrupts.count
+        try:
+            killed = self.launcher.stop(proc, self.config.stop_signal, self.config.stop_timeout,
+                                        hurry or self._hurried_since(mark))
+        except (ContainerGone, DockerUnavailable):
+            return  # the container or the engine went away, and the server with it
+        if killed:
             self.say(f"server ignored {self.config.stop_signal} for {self.config.stop_timeout:g}s; killed it")
 
     def _setup(self) -> bool:
-        for command in self.config.setup:
-            self.say(f"setup: {_show(command)}")
-            code = self._run_in_container(command)
-            if code != 0:
-                self.say(f"setup command failed with exit code {code}: `{_show(command)}`")
-                return False
-        return True
-
-    def _run_in_container(self, command: str | tuple[str, ...]) -> int:
-        assert self.launcher is not None
         try:
-            return self.launcher.run(command, self.config.server_env())
+            for command in self.config.setup:
+                self.say(f"setup: {_show(command)}")
+                code = self._run_in_container(command)
+                if code != 0:
+                    self.say(f"setup command failed with exit code {code}: `{_show(command)}`")
+                    return False
+            return True
+        finally:
+            self._invalidate_preload()
+
+    def _invalidate_preload(self) -> None:
+        """Setup or an exec rule ran: it may have installed packages the preloader imported."""
+        if self.launcher is not None:
+            self.launcher.invalidate()
+
+    def _run_in_container(self, command: str | tuple[str, ...]) -> int | None:
+        launcher = self.launcher
+        assert launcher is not None
+        try:
+            return self._interruptible(lambda: launcher.run(command, self.config.server_env()), cancel=launcher.cancel)
         except ContainerError as e:
             self.say(str(e))
             return -1
+
+    def _watch(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        cfg = self.config
+        self.watcher = Watcher(cfg.watch.paths, cfg.project_dir, cfg.watch.ignore, cfg.watch.debounce_ms,
+                               on_change=lambda paths, seen: self.events.put(Changed(paths, seen)),
+                               poll=cfg.watch.poll, always=cfg.watched_files(), on_warning=self.say,
+                               on_failure=lambda line: self.events.put(Failed(line)))
+        self.watcher.start()
 
 
 def _show(command: str | tuple[str, ...]) -> str:

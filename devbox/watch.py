@@ -1,17 +1,24 @@
-"""Watch the project on the host: which changes count (ignore rules), and what each change asks for (rules).
+"""Watch the project on the host: which changes count, what each asks for (rules), and the watcher thread.
 
-Patterns use .gitignore syntax, relative to the project folder: `*.log` matches
-at any depth, `media/` matches a folder and all below it, `/build` and `a/b`
-are anchored, `**` spans folders, `!` re-includes. The same patterns serve
-`watch.ignore` and `watch.rules[].match`.
+The watcher drives watchfiles' `RustNotify` directly (the documented
+low-level watcher under `watchfiles.watch`) so that an editor's save is acted
+on after 10 ms of quiet while a burst is still held for `debounce_ms`. It takes
+its settings the way `watchfiles.watch` does: `WATCHFILES_FORCE_POLLING`,
+`WATCHFILES_POLL_DELAY_MS`, polling on WSL, plus `watch.poll` and polling on
+network file systems where native events do not arrive.
+
+Nothing here dies silently: an unreadable folder is skipped with a warning,
+the inotify limit is named with its sysctl (and polling takes over), a watched
+folder that disappears is watched again when it comes back, and anything else
+ends `up` with one line.
 """
 
 from __future__ import annotations
 
-__all__ = ["Pattern", "IgnoreRules", "ChangeFilter", "Watcher", "plan", "Plan", "USUAL_JUNK", "forget_bytecode"]
+__all__ = ["ChangeFilter", "Watcher", "plan", "Plan", "forget_bytecode", "WatchSettings", "watch_settings"]
 
 import os
-import re
+import platform
 import sys
 import threading
 import time
@@ -23,109 +30,22 @@ import watchfiles
 from watchfiles._rust_notify import RustNotify  # the documented low-level watcher under watchfiles.watch
 
 from .config import Rule
+from .ignore import IgnoreRules, Pattern, unreadable_folders
 
 FAST_QUIET_MS = 10  # quiet time before a small batch (an editor save) is handed over; 5 ms costs 1.2 % idle CPU
 SMALL_BATCH = 4  # paths: a save may touch the file, a backup and a temp file; more than that is a burst
+NOISE_WINDOW_MS = 30  # longest one wait lasts while ignored files keep changing (a log, a SQLite journal)
 TRACE = os.environ.get("DEVBOX_TRACE") == "1"
-
-# On top of watchfiles' DefaultFilter (.git, __pycache__, node_modules, *.pyc, .swp/.swx, ~ and .# files,
-# .DS_Store, ...): files a dev server writes into its own source tree, and the few editor files it lacks.
-USUAL_JUNK = ("*.sqlite3", "*.sqlite3-journal", "*.db-journal", "*.log", ".coverage", "*.tmp", "\\#*#", "4913")
-
-
-class Pattern:
-    """One .gitignore-style pattern."""
-
-    def __init__(self, text: str):
-        self.text = text
-        self.negated = text.startswith("!")
-        body = text[1:] if self.negated else text
-        self.dir_only = body.endswith("/")
-        body = body.rstrip("/")
-        self.anchored = "/" in body
-        self.regex = re.compile(_glob_to_regex(body.lstrip("/")))
-
-    def __repr__(self) -> str:
-        return f"Pattern({self.text!r})"
-
-    def matches(self, relative: str, is_dir: bool = False) -> bool:
-        """True if `relative` (a / path) or one of its parent folders matches."""
-        parts = relative.split("/")
-        for i in range(1, len(parts) + 1):
-            candidate_is_dir = i < len(parts) or is_dir
-            if self.dir_only and not candidate_is_dir:
-                continue
-            candidate = "/".join(parts[:i]) if self.anchored else parts[i - 1]
-            if self.regex.fullmatch(candidate):
-                return True
-        return False
-
-
-def _glob_to_regex(glob: str) -> str:
-    out, i = "", 0
-    while i < len(glob):
-        c = glob[i]
-        if glob.startswith("**/", i):
-            out += "(?:.*/)?"
-            i += 3
-            continue
-        if glob.startswith("**", i):
-            out += ".*"
-            i += 2
-            continue
-        if c == "*":
-            out += "[^/]*"
-        elif c == "?":
-            out += "[^/]"
-        elif c == "[":
-            end = glob.find("]", i + 1)
-            if end == -1:
-                out += re.escape(c)
-            else:
-                inner = glob[i + 1:end].replace("\\", "\\\\")
-                out += "[" + ("^" + inner[1:] if inner.startswith("!") else inner) + "]"
-                i = end
-        elif c == "\\" and i + 1 < len(glob):
-            out += re.escape(glob[i + 1])
-            i += 1
-        else:
-            out += re.escape(c)
-        i += 1
-    return out
-
-
-class IgnoreRules:
-    """An ordered list of patterns where the last match wins, as in .gitignore."""
-
-    def __init__(self, patterns: Iterable[str]):
-        self.patterns = [Pattern(p) for p in patterns if p.strip() and not p.lstrip().startswith("#")]
-
-    @classmethod
-    def for_project(cls, project_dir: Path, extra: Iterable[str] = ()) -> "IgnoreRules":
-        lines: list[str] = list(USUAL_JUNK)
-        gitignore = project_dir / ".gitignore"
-        if gitignore.is_file():
-            lines += [line.rstrip("\n").rstrip() for line in gitignore.read_text(errors="replace").splitlines()]
-        lines += list(extra)
-        return cls(lines)
-
-    def __repr__(self) -> str:
-        return f"IgnoreRules({[p.text for p in self.patterns]!r})"
-
-    def ignored(self, relative: str, is_dir: bool = False) -> bool:
-        result = False
-        for pattern in self.patterns:
-            if pattern.negated == result and pattern.matches(relative, is_dir):
-                result = not pattern.negated
-        return result
+NETWORK_FILE_SYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "drvfs", "fuse.sshfs", "afs", "glusterfs",
+                        "ceph", "fuse.rclone", "vboxsf", "prl_fs"}
 
 
 class ChangeFilter(watchfiles.DefaultFilter):
-    """watchfiles' defaults plus the project's ignore rules."""
+    """watchfiles' defaults plus the project's ignore rules; the config files devbox reads always count."""
 
-    def __init__(self, project_dir: Path, rules: IgnoreRules):
+    def __init__(self, project_dir: Path, rules: IgnoreRules, always: Iterable[str] = ()):
         super().__init__()
-        self.project_dir, self.rules = project_dir, rules
+        self.project_dir, self.rules, self.always = project_dir, rules, set(always)
 
     def folder_ignored(self, path: str) -> bool:
         if not super().__call__(watchfiles.Change.added, path):
@@ -136,16 +56,18 @@ class ChangeFilter(watchfiles.DefaultFilter):
             return False
 
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
+        try:
+            relative: str | None = Path(path).relative_to(self.project_dir).as_posix()
+        except ValueError:
+            relative = None  # a watch path outside the project: only the defaults apply
+        if relative in self.always:
+            return True
         if not super().__call__(change, path):
             return False
         is_dir = Path(path).is_dir()
         if change == watchfiles.Change.added and is_dir:
             return False  # a new folder changes nothing by itself; the files put in it are reported
-        try:
-            relative = Path(path).relative_to(self.project_dir).as_posix()
-        except ValueError:
-            return True  # a watch path outside the project: only the defaults apply
-        return not self.rules.ignored(relative, is_dir)
+        return relative is None or not self.rules.ignored(relative, is_dir)
 
 
 @dataclass
@@ -204,6 +126,61 @@ def forget_bytecode(project_dir: Path, changed: Iterable[str]) -> None:
                 pass  # written by another user in the container: Python will still check mtime and size
 
 
+@dataclass(frozen=True)
+class WatchSettings:
+    force_polling: bool
+    poll_delay_ms: int
+    why: str = ""  # why polling, for the line that says so
+
+
+def watch_settings(paths: Iterable[Path], poll: bool | None) -> WatchSettings:
+    """Polling or native events, resolved as `watchfiles.watch` resolves them, plus network file systems."""
+    delay_text = os.environ.get("WATCHFILES_POLL_DELAY_MS", "")
+    delay = int(delay_text) if delay_text.isdecimal() else 300
+    if poll is not None:
+        return WatchSettings(poll, delay, "watch.poll is true" if poll else "")
+    forced = os.environ.get("WATCHFILES_FORCE_POLLING")
+    if forced:
+        on = forced.lower() not in {"false", "disable", "disabled"}
+        return WatchSettings(on, delay, "WATCHFILES_FORCE_POLLING is set" if on else "")
+    uname = platform.uname()
+    if "microsoft-standard" in uname.release.lower() and uname.system.lower() == "linux":
+        return WatchSettings(True, delay, "WSL, where file events often do not arrive")
+    for path in paths:
+        kind = _file_system(path)
+        if kind in NETWORK_FILE_SYSTEMS:
+            return WatchSettings(True, delay, f"{path} is on {kind}, where file events do not arrive")
+    return WatchSettings(False, delay)
+
+
+def _file_system(path: Path) -> str:
+    """The type of the file system that holds `path` (from /proc/mounts; '' if unknown)."""
+    best, kind = "", ""
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3:
+                    mount = parts[1].replace("\\040", " ")
+                    if str(path).startswith(mount.rstrip("/") + "/") or str(path) == mount:
+                        if len(mount) >= len(best):
+                            best, kind = mount, parts[2]
+    except OSError:
+        pass
+    return kind
+
+
+def inotify_limit() -> int | None:
+    """The number of inotify watches this user may have (the lower of the host's and the user namespace's)."""
+    limits = []
+    for path in ("/proc/sys/fs/inotify/max_user_watches", "/proc/sys/user/max_inotify_watches"):
+        try:
+            limits.append(int(Path(path).read_text()))
+        except (OSError, ValueError):
+            pass
+    return min(limits) if limits else None
+
+
 def _files_in(folder: str, limit: int = 10_000) -> set[tuple[watchfiles.Change, str]]:
     """The files in a new folder, as additions: inotify only watches a new folder once it is seen,
     so files written into it right after `mkdir` (a checkout, an unpacked archive) send no event."""
@@ -217,15 +194,24 @@ def _files_in(folder: str, limit: int = 10_000) -> set[tuple[watchfiles.Change, 
 
 
 class Watcher:
-    """A thread that hands each settled batch of changes (relative paths, when seen) to `on_change`."""
+    """A thread that hands each settled batch of changes (relative paths, when seen) to `on_change`.
 
-    def __init__(self, paths: Iterable[Path], project_dir: Path, ignore: IgnoreRules, debounce_ms: int,
-                 on_change: Callable[[set[str], float], None]):
-        self.paths = [str(p) for p in paths]
+    `on_warning` gets lines worth saying that change nothing (a folder skipped, polling); `on_failure`
+    gets the one line that ends `up` (the thread then ends)."""
+
+    def __init__(self, paths: Iterable[Path], project_dir: Path, ignore: Iterable[str], debounce_ms: int,
+                 on_change: Callable[[set[str], float], None], poll: bool | None = None,
+                 always: Iterable[str] = (), on_warning: Callable[[str], None] = lambda line: None,
+                 on_failure: Callable[[str], None] = lambda line: None):
+        self.roots = [Path(p) for p in paths]
         self.project_dir = project_dir
-        self.filter = ChangeFilter(project_dir, ignore)
+        self.extra_ignore = list(ignore)
+        self.always = set(always)
         self.debounce_ms = debounce_ms
-        self.on_change = on_change
+        self.poll = poll
+        self.on_change, self.on_warning, self.on_failure = on_change, on_warning, on_failure
+        self.filter = ChangeFilter(project_dir, IgnoreRules([]), self.always)
+        self.ready = threading.Event()  # set once the watch is in place (tests wait for it)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="devbox-watch", daemon=True)
 
@@ -242,40 +228,116 @@ class Watcher:
         except ValueError:
             return path
 
+    def _paths(self) -> list[str]:
+        """The folders to watch, plus the config files when the project folder itself is not watched."""
+        paths = [str(p) for p in self.roots]
+        if not any(self.project_dir == r or self.project_dir.is_relative_to(r) for r in self.roots):
+            paths += [str(self.project_dir / f) for f in sorted(self.always) if (self.project_dir / f).exists()]
+        return paths
+
     def _run(self) -> None:
-        """Hand over a save at once, a burst only once it has settled.
+        try:
+            self._watch()
+        except Exception as e:  # never a thread traceback, never a silent stop
+            self.on_failure(f"the file watcher stopped ({type(e).__name__}: {e}); "
+                            "no more reloads, so `up` ends: run it again, or with --debug")
+
+    def _watch(self) -> None:
+        settings = watch_settings(self.roots, self.poll)
+        if settings.force_polling:
+            self.on_warning(f"watching by polling every {settings.poll_delay_ms} ms ({settings.why})")
+        while not self._stop.is_set():
+            missing = [r for r in self.roots if not r.exists()]
+            if missing:
+                self.on_warning(f"watched folder {self._relative(str(missing[0]))} does not exist; "
+                                "watching it again when it is back")
+                while any(not r.exists() for r in self.roots):
+                    if self._stop.wait(0.2):
+                        return
+                self._hand_over({str(missing[0])})
+            notify = self._open(settings)
+            # the rules are read after the watch is in place, so nothing changed meanwhile is missed
+            self.filter = ChangeFilter(self.project_dir, IgnoreRules.for_project(self.project_dir, self.extra_ignore),
+                                       self.always)
+            self.ready.set()
+            with notify:
+                if self._serve(notify) == "stop":
+                    return
+
+    def _open(self, settings: WatchSettings) -> RustNotify:
+        def make(force_polling: bool, ignore_permission_denied: bool) -> RustNotify:
+            return RustNotify(self._paths(), False, force_polling, settings.poll_delay_ms, True,
+                              ignore_permission_denied)
+
+        try:
+            return make(settings.force_polling, False)
+        except PermissionError:
+            rules = IgnoreRules.for_project(self.project_dir, self.extra_ignore)
+            bad, _ = unreadable_folders(self.roots, rules, self.project_dir)
+            for folder in bad:
+                self.on_warning(f"cannot read {self._relative(folder)}: not watched (owned by another user?); "
+                                "add it to watch.ignore to silence this")
+            return make(settings.force_polling, True)
+        except OSError as e:
+            if "limit" not in str(e).lower():
+                raise
+            _, folders = unreadable_folders(self.roots, IgnoreRules([]), self.project_dir)
+            limit = inotify_limit()
+            self.on_warning(f"the inotify watch limit ({limit}) is below the {folders} folders to watch: "
+                            f"raise it with `sudo sysctl fs.inotify.max_user_watches={max(524288, folders * 2)}` "
+                            "(and in /etc/sysctl.conf); polling meanwhile")
+            return make(True, True)
+
+    def _serve(self, notify: RustNotify) -> str:
+        """Hand over settled batches until stopped ("stop") or a watched folder disappears ("reopen").
 
         An editor's save is one to a few paths, written within a millisecond: waiting the whole
-        quiet period for it would only add latency to every reload. So a batch is first handed
-        over after FAST_QUIET_MS of quiet if it is small; a bigger one (a `git checkout`, a
-        formatter run over the tree) is held until `debounce_ms` pass with no new change, so it
-        gives one restart, not several.
+        quiet period for it would only add latency to every reload. So a batch is handed over after
+        FAST_QUIET_MS of quiet if it is small; a bigger one (a `git checkout`, a formatter run over the
+        tree) is held until `debounce_ms` pass with no new change, so it gives one restart, not several.
+        Quiet means no change that counts: ignored files that keep changing (a log, a SQLite journal)
+        end each wait after NOISE_WINDOW_MS at the latest, and do not hold a save back.
         """
         fast = min(FAST_QUIET_MS, max(1, self.debounce_ms))
         cap = max(1600, self.debounce_ms * 4)  # the longest a never-quiet stream of changes is held
-        with RustNotify(self.paths, False, False, 300, True, False) as notify:
-            while not self._stop.is_set():
-                batch = self._wait(notify, cap, fast, 0)
-                if batch is None:
-                    return
-                while len(batch) > SMALL_BATCH and self.debounce_ms > fast:
-                    more = self._wait(notify, cap, self.debounce_ms, self.debounce_ms)
-                    if more is None:
-                        return
-                    if not more:
-                        break  # debounce_ms of quiet: the burst is over
-                    batch |= more
-                if batch:
-                    self._hand_over(batch)
+        pending: set[str] = set()
+        first = 0.0
+        while True:
+            quiet = fast if len(pending) <= SMALL_BATCH else max(fast, self.debounce_ms)
+            window = max(NOISE_WINDOW_MS, 3 * quiet)
+            raw = notify.watch(window, quiet, quiet if pending else 0, self._stop)
+            if raw == "stop" or self._stop.is_set():
+                return "stop"
+            if raw in ("timeout", "signal"):
+                raw = set()
+            new, gone = self._settle(raw)
+            # with no ignored changes in it, the wait can only have ended on quiet (not on the window)
+            quiet_return = {path for _, path in raw} <= new
+            if gone:
+                if pending | new:
+                    self._hand_over(pending | new)
+                return "reopen"
+            new -= pending
+            if new:
+                if not pending:
+                    first = time.monotonic()
+                pending |= new
+                too_long = (time.monotonic() - first) * 1000 > cap
+                if not (too_long or (quiet_return and len(pending) <= SMALL_BATCH)):
+                    continue  # wait for the quiet that ends it
+            elif not pending:
+                continue  # only ignored files changed
+            self._hand_over(pending)
+            pending = set()
 
-    def _wait(self, notify: RustNotify, cap: int, quiet: int, timeout: int) -> set[str] | None:
-        """The next settled set of changes that pass the filter (empty on timeout); None when stopping."""
-        raw = notify.watch(cap, quiet, timeout, self._stop)
-        if raw == "stop" or self._stop.is_set():
-            return None
-        if raw in ("timeout", "signal"):
-            return set()
+    def _settle(self, raw: set) -> tuple[set[str], bool]:
+        """The changed paths that count, and whether a watched folder itself went away."""
         changes = {(watchfiles.Change(change), path) for change, path in raw}
+        if any(change == watchfiles.Change.deleted and Path(path) in self.roots for change, path in changes):
+            return set(), True
+        if any(Path(path).name == ".gitignore" or path.endswith("/.git/info/exclude") for _, path in changes):
+            self.filter = ChangeFilter(self.project_dir, IgnoreRules.for_project(self.project_dir, self.extra_ignore),
+                                       self.always)
         added = {path for change, path in changes if change == watchfiles.Change.added}
         deleted = {path for change, path in changes if change == watchfiles.Change.deleted}
         # made and gone within one batch: an editor's or sed's temp file, renamed over the real one
@@ -284,7 +346,7 @@ class Watcher:
         for change, path in list(changes):
             if change == watchfiles.Change.added and os.path.isdir(path) and not self.filter.folder_ignored(path):
                 changes |= _files_in(path)
-        return {path for change, path in changes if self.filter(change, path)}
+        return {path for change, path in changes if self.filter(change, path)}, False
 
     def _hand_over(self, batch: set[str]) -> None:
         seen = time.monotonic()

@@ -62,3 +62,46 @@ def make_django_app(folder: Path, site_packages: Path, value: str = "v1") -> Non
     text = re.sub(r"""path\((['"])admin/\1, admin.site.urls\),""", r"\g<0>\n    path('hello/', views.hello),", text)
     assert "views.hello" in text
     urls.write_text(text)
+
+
+FLASK_APP = """\
+from flask import Flask
+
+from value import VALUE
+
+app = Flask(__name__)
+
+
+@app.route("/")
+@app.route("/hello/")
+def hello():
+    return f"hello {VALUE}"
+"""
+
+FASTAPI_APP = """\
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+
+from value import VALUE
+
+app = FastAPI()
+
+
+@app.get("/hello/", response_class=PlainTextResponse)
+def hello():
+    return f"hello {VALUE}"
+"""
+
+
+def make_flask_app(folder: Path, value: str = "v1") -> None:
+    """app.py answering /hello/ with "hello <VALUE from value.py>" (FLASK_APP=app)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "app.py").write_text(FLASK_APP)
+    (folder / "value.py").write_text(value_module(value))
+
+
+def make_fastapi_app(folder: Path, value: str = "v1") -> None:
+    """main.py (uvicorn main:app) answering /hello/ with "hello <VALUE from value.py>"."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "main.py").write_text(FASTAPI_APP)
+    (folder / "value.py").write_text(value_module(value))

@@ -17,9 +17,10 @@ from pathlib import Path
 
 BUSYBOX_IMAGE = "devbox-test/busybox:1"
 PYTHON_IMAGE = "devbox-test/python:bookworm"
-FRAMEWORKS = ("django==5.2.*", "flask==3.1.*")
+REDIS_IMAGE = "devbox-test/redis:bookworm"
+FRAMEWORKS = ("django==5.2.*", "flask==3.1.*", "fastapi==0.115.*", "uvicorn==0.32.*")
 CACHE = Path(os.environ.get("DEVBOX_TEST_CACHE", Path.home() / ".cache" / "devbox-tests"))
-SITE_DIR = CACHE / "site-django52-flask31"
+SITE_DIR = CACHE / "site-django52-flask31-fastapi0115"
 BUSYBOX_BINARY = Path("/bin/busybox")
 
 
@@ -46,19 +47,28 @@ def build_busybox() -> str:
     return BUSYBOX_IMAGE
 
 
-def build_python() -> str:
-    if _have_image(PYTHON_IMAGE):
-        return PYTHON_IMAGE
+def _debootstrap_image(tag: str, packages: str) -> str:
+    """A Debian bookworm image with `packages`, made by debootstrap and `docker import` (no registry)."""
+    if _have_image(tag):
+        return tag
     if shutil.which("debootstrap") is None:
         raise RuntimeError("debootstrap is missing: apt-get install debootstrap")
     with tempfile.TemporaryDirectory(dir=CACHE.parent if CACHE.parent.exists() else None) as root:
-        subprocess.run(["debootstrap", "--variant=minbase", "--include=python3", "bookworm", root,
+        subprocess.run(["debootstrap", "--variant=minbase", f"--include={packages}", "bookworm", root,
                         "http://deb.debian.org/debian"], check=True, stdout=subprocess.DEVNULL)
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "-", PYTHON_IMAGE], stdin=tar.stdout, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(["docker", "import", "-", tag], stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL)
         tar.wait()
-    return PYTHON_IMAGE
+    return tag
+
+
+def build_python() -> str:
+    return _debootstrap_image(PYTHON_IMAGE, "python3")
+
+
+def build_redis() -> str:
+    """A real cache server for the Compose tests: Debian's redis-server (and redis-cli for its healthcheck)."""
+    return _debootstrap_image(REDIS_IMAGE, "redis-server,redis-tools")
 
 
 def install_frameworks() -> Path:
@@ -79,3 +89,4 @@ if __name__ == "__main__":
     print("busybox image:", build_busybox(), flush=True)
     print("frameworks:", install_frameworks(), flush=True)
     print("python image:", build_python(), flush=True)
+    print("redis image:", build_redis(), flush=True)

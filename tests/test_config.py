@@ -16,7 +16,7 @@ from devbox import schema
 from devbox.cli import main
 from devbox.config import find_config, interpolate, load
 from devbox.errors import ConfigError
-from devbox.init import TEMPLATES, detect_template, template_text
+from devbox.init import TEMPLATES, template_text
 
 MINIMAL = "image: busybox\ncommand: httpd -f\n"
 
@@ -100,8 +100,11 @@ ERROR_CASES = [
     ("missing env_file", MINIMAL + "env_file: .env.dev\n",
      "devbox.yaml:3:11: env_file: '.env.dev' does not exist (create it or remove the entry)"),
     ("missing watch path", MINIMAL + "watch: {paths: [src]}\n", "devbox.yaml:3:17: watch.paths: 'src' does not exist"),
-    ("duplicate-looking key in compose", MINIMAL + "compose: {services: [db]}\n",
-     "devbox.yaml:3:10: compose: missing required key 'file'"),
+    ("compose without a Compose file", MINIMAL + "compose: {services: [db]}\n",
+     "devbox.yaml:3:10: compose: no Compose file here (compose.yaml, compose.yml, docker-compose.yaml, "
+     "docker-compose.yml): set compose.file"),
+    ("compose file missing", MINIMAL + "compose: {file: other.yaml}\n",
+     "devbox.yaml:3:17: compose.file: 'other.yaml' does not exist"),
     ("recursive alias", "image: x\ncommand: &c [a, *c]\n",
      "devbox.yaml:1:1: YAML: nested too deeply (an alias that contains itself?)"),
     ("boolean for a number", MINIMAL + "stop_timeout: yes\n", "devbox.yaml:3:15: stop_timeout: expected a number >= 0, got true"),
@@ -276,8 +279,8 @@ def test_devbox_config_prints_errors_and_exits_2(tmp_path):
     result = run_cli(tmp_path, "config")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "devbox.yaml:3:1: unknown key 'port' (did you mean 'ports'?)",
-        "devbox.yaml:4:15: stop_timeout: expected a number >= 0, got 'x'",
+        "devbox: devbox.yaml:3:1: unknown key 'port' (did you mean 'ports'?)",
+        "devbox: devbox.yaml:4:15: stop_timeout: expected a number >= 0, got 'x'",
     ]
     assert result.stdout == ""
 
@@ -291,7 +294,7 @@ def test_shipped_schema_is_in_step_with_the_loader(capsys):
     shipped = Path(schema.__file__).with_name("devbox.schema.json")
     assert json.loads(shipped.read_text()) == printed
     assert set(printed["properties"]) == set(schema.SCHEMA.fields)
-    assert set(printed["properties"]["watch"]["properties"]) == {"paths", "ignore", "debounce_ms", "rules"}
+    assert set(printed["properties"]["watch"]["properties"]) == {"paths", "ignore", "debounce_ms", "poll", "rules"}
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
@@ -306,23 +309,56 @@ def test_every_template_validates(tmp_path, monkeypatch, template):
     assert json.loads((tmp_path / "devbox.schema.json").read_text()) == schema.json_schema()
 
 
+FLASK_COMPOSE = """\
+services:
+  web:
+    build: .
+    ports: ["8000:8000"]
+  redis:
+    image: redis:7
+"""
+
+
 @pytest.mark.parametrize("files,expected", [
-    ({"manage.py": ""}, "django"),
-    ({"requirements.txt": "Django>=5\n"}, "django"),
-    ({"requirements.txt": "fastapi\nuvicorn\n"}, "fastapi"),
-    ({"pyproject.toml": "[project]\ndependencies = ['flask']\n"}, "flask"),
-    ({"app.py": "print()"}, "generic"),
+    # Django one folder down
+    ({"src/manage.py": "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'shop.settings')\n"},
+     {"framework": "django", "command": "python src/manage.py runserver 0.0.0.0:8000 --noreload"}),
+    # FastAPI whose app is app/main.py
+    ({"app/__init__.py": "", "app/main.py": "from fastapi import FastAPI\napp = FastAPI()\n"},
+     {"framework": "fastapi", "command": "uvicorn app.main:app --host 0.0.0.0 --port 8000", "ready_path": "/docs"}),
+    # the Flask tutorial: create_app in the flaskr package; --debug keeps the debugger
+    ({"flaskr/__init__.py": "from flask import Flask\ndef create_app():\n    app = Flask(__name__)\n"},
+     {"framework": "flask", "env": {"FLASK_APP": "flaskr"},
+      "command": "flask run --debug --no-reload --host 0.0.0.0 --port 5000"}),
+    # Flask with a Dockerfile and a Compose file that says port 8000 and names a redis service
+    ({"app.py": "from flask import Flask\napp = Flask(__name__)\n", "Dockerfile": "FROM python:3.12\n",
+      "compose.yaml": FLASK_COMPOSE},
+     {"framework": "flask", "port": 8000, "compose_service": "web", "env": {"FLASK_APP": "app"},
+      "command": "flask run --debug --no-reload --host 0.0.0.0 --port 8000"}),
+    # a Dockerfile with a dev stage
+    ({"Dockerfile": "FROM python:3.12 AS base\nFROM base AS dev\n", "main.py": "print()\n"},
+     {"framework": "generic", "dockerfile": "Dockerfile", "target": "dev"}),
+    # the Python version from pyproject.toml
+    ({"pyproject.toml": '[project]\nrequires-python = ">=3.11"\n', "requirements.txt": "flask\n"},
+     {"python": "3.11", "requirements": "requirements.txt"}),
 ])
-def test_init_detects_the_framework(tmp_path, files, expected):
+def test_init_reads_the_project(tmp_path, files, expected):
+    from devbox.detect import detect
+
     for name, text in files.items():
         write(tmp_path, name, text)
-    assert detect_template(tmp_path) == expected
+    found = detect(tmp_path)
+    assert {k: getattr(found, k) for k in expected} == expected, found.reasons
+    rendered = tmp_path / "devbox.yaml"
+    rendered.write_text(__import__("devbox.init", fromlist=["render"]).render(found, "shop"))
+    load(rendered)  # what init writes is valid
 
 
 def test_init_never_overwrites_and_ignores_the_local_file(tmp_path):
     write(tmp_path, ".gitignore", "*.pyc")
     first = run_cli(tmp_path, "init")
-    assert first.returncode == 0 and "generic template" in first.stdout and "devbox up" in first.stdout
+    assert first.returncode == 0 and "from what the project says (generic)" in first.stderr
+    assert "found no Django, Flask or FastAPI app found" in first.stderr and "devbox up" in first.stderr
     assert (tmp_path / ".gitignore").read_text() == "*.pyc\ndevbox.local.yaml\n"
     (tmp_path / "devbox.yaml").write_text("mine\n")
     second = run_cli(tmp_path, "init", "--template", "django")
@@ -346,7 +382,7 @@ def test_init_works_from_an_installed_wheel(tmp_path):
     project = tmp_path / "proj"
     project.mkdir()
     write(project, "manage.py", "")
-    result = subprocess.run([sys.executable, "-c", "import sys; from devbox.cli import main; sys.exit(main(['init']))"],
+    result = subprocess.run([sys.executable, "-c", "import sys; from devbox.cli import main; sys.exit(main(['init', '--template', 'django']))"],
                             cwd=project, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(target), "PYTHONSAFEPATH": "1"})
     assert result.returncode == 0, result.stderr
@@ -365,3 +401,70 @@ def test_f_and_debug_work_before_and_after_the_verb(tmp_path, capsys):
         assert json.loads(capsys.readouterr().out)["image"] == "other"
     assert main(["--debug", "config", "-f", str(tmp_path / "nope.yaml")]) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_init_writes_the_project_name(tmp_path, monkeypatch):
+    folder = tmp_path / "My Shop"
+    folder.mkdir()
+    assert run_cli(folder, "init").returncode == 0
+    assert load(folder / "devbox.yaml").name == "my-shop"
+    assert "\nname: my-shop\n" in (folder / "devbox.yaml").read_text()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("ports:\n  - 22:22\n", "devbox.yaml:4:5: ports[0]: 22:22 is read by YAML as 1342, not as written: quote it (\"22:22\")"),
+    ("env: {MODE: 0755}\n", "devbox.yaml:3:13: env.MODE: 0755 is read by YAML as 493, not as written: quote it (\"0755\")"),
+    ("env: {DEBUG: on}\n", "devbox.yaml:3:14: env.DEBUG: on is read by YAML as True, not as written: quote it (\"on\")"),
+])
+def test_values_yaml_reads_otherwise_than_written_are_reported(tmp_path, text, expected):
+    assert errors(tmp_path, MINIMAL + text) == [expected]
+
+
+def test_quoted_and_plain_values_that_read_as_written_pass(tmp_path):
+    write(tmp_path, "devbox.yaml", MINIMAL + 'ports: ["22:22", 8000:8000, 9000]\nenv: {DEBUG: "on", N: 10}\nwatch: {poll: yes}\n')
+    cfg = load(tmp_path / "devbox.yaml")
+    assert [str(p) for p in cfg.ports] == ["127.0.0.1:22:22", "127.0.0.1:8000:8000", "127.0.0.1:9000:9000"]
+    assert cfg.env == {"DEBUG": "on", "N": "10"} and cfg.watch.poll is True
+
+
+def test_local_image_replaces_the_teams_build_and_the_reverse(tmp_path):
+    write(tmp_path, "devbox.yaml", "build: {context: ., target: dev}\ncommand: x\n")
+    write(tmp_path, "devbox.local.yaml", "image: shop:prebuilt\n")
+    cfg = load(tmp_path / "devbox.yaml")
+    assert cfg.image == "shop:prebuilt" and cfg.build is None
+    write(tmp_path, "devbox.yaml", "image: python:3.12\ncommand: x\n")
+    write(tmp_path, "devbox.local.yaml", "build: .\n")
+    cfg = load(tmp_path / "devbox.yaml")
+    assert cfg.image is None and cfg.build is not None and cfg.build.context == tmp_path
+    (tmp_path / "devbox.local.yaml").unlink()  # within one file, both is still an error
+    assert errors(tmp_path, "image: a\nbuild: .\ncommand: x\n") == [
+        "devbox.yaml:2:1: expected exactly one of 'image' or 'build', got both"]
+
+
+def test_a_compose_service_maps_to_devbox_keys():
+    from devbox.compose import service_defaults
+
+    resolved = {
+        "build": {"context": "/p", "dockerfile": "Dockerfile", "args": {"V": "1"}, "target": "dev"},
+        "image": "ignored-when-built",
+        "command": ["python", "manage.py", "runserver"],
+        "environment": {"A": "1", "UNSET": None},
+        "ports": [{"target": 8000, "published": "8000", "protocol": "tcp"},
+                  {"target": 53, "published": "5353", "protocol": "udp", "host_ip": "0.0.0.0"},
+                  {"target": 9000, "protocol": "tcp"}],
+        "volumes": [{"type": "bind", "source": "/p", "target": "/srv"},
+                    {"type": "bind", "source": "/p/conf", "target": "/etc/conf", "read_only": True},
+                    {"type": "volume", "source": "media", "target": "/srv/media"},
+                    {"type": "volume", "target": "/anonymous"}],
+        "working_dir": "/srv",
+        "depends_on": {"db": {"condition": "service_healthy"}, "cache": {"condition": "service_started"}},
+    }
+    assert service_defaults(resolved) == {
+        "build": {"context": "/p", "dockerfile": "Dockerfile", "args": {"V": "1"}, "target": "dev"},
+        "env": {"A": "1"},
+        "ports": ["8000:8000", "0.0.0.0:5353:53/udp"],
+        "mounts": ["/p:/srv", "/p/conf:/etc/conf:ro"],
+        "volumes": ["media:/srv/media"],
+        "workdir": "/srv",
+        "compose": {"services": ["db", "cache"]},
+    }

@@ -45,7 +45,7 @@ def test_django_edit_is_served_and_ready_runs_once_per_start(project, python_ima
     run.wait_for(r"ready in [\d.]+s \(mysite/value.py changed\)", count=2)
 
     # one runserver at a time, one AppConfig thread per start, and the same container throughout
-    servers = [p for p in project.processes("manage.py runserver") if p["args"].startswith("python3")]
+    servers = project.servers("manage.py runserver")
     assert len(servers) == 1, servers
     wait_until(lambda: thread_starts(project) == 3, 10, "three AppConfig.ready thread starts")
     container.reload()
@@ -79,5 +79,5 @@ def test_flask_edit_is_served(project, python_image, site_packages):
     project.write("app.py", app % "two")
     wait_http(project.port, "flask two")
     run.wait_for(r"ready in .*\(app.py changed\)")
-    assert len([p for p in project.processes("flask run") if p["args"].startswith("python3")]) == 1
+    assert len(project.servers("flask run")) == 1
     assert run.interrupt() == 0

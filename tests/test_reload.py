@@ -69,7 +69,7 @@ def test_server_ignoring_sigterm_is_killed_after_stop_timeout(project, busybox_i
     # `trap "" TERM` is inherited as ignored by httpd, so only SIGKILL ends this tree
     busybox_project(project, extra="stop_timeout: 1\n",
                     command="trap '' TERM; echo started; httpd -f -p 8000 -h /app/www")
-    run = project.up(env={"DEVBOX_STOP": stop_method})
+    run = project.up(env={"DEVBOX_STOP": stop_method, "DEVBOX_TRACE": "1"})
     run.wait_for(r"ready in .*\(start\)")
     old = project.processes("httpd")
     assert len(old) == 1
@@ -78,6 +78,7 @@ def test_server_ignoring_sigterm_is_killed_after_stop_timeout(project, busybox_i
     run.wait_for(r"ignored SIGTERM for 1s; killed it")
     run.wait_for(r"ready in .*\(www/index.html changed\)")
     assert time.monotonic() - began >= 1.0
+    assert run.count(f"trace: .* stop \\({'host' if stop_method == 'auto' else 'exec'}\\)") == 1, run.output
     new = project.processes("httpd")
     assert len(new) == 1 and new[0]["pid"] != old[0]["pid"]
     assert run.interrupt() == 0
@@ -134,16 +135,16 @@ def test_crash_waits_for_a_change_then_serves_again(project, python_image):
     run = project.up()
     run.wait_for(r"ready in .*\(start\)")
     wait_http(project.port, "v1")
-    project.write("app.py", "def broken(:\n")
+    project.write("app.py", "raise RuntimeError('broken at import')\n")
     run.wait_for(r"server exited with code 1; last lines:")
-    run.wait_for(r"\| SyntaxError")
+    run.wait_for(r"\| RuntimeError: broken at import")
     run.wait_for(r"waiting for a change")
     starts = run.count("^starting$")
     # no restart loop: the container stays, nothing restarts the crashed server on its own
     time.sleep(1.5)  # an observation window for something that must NOT happen
     assert run.count("exited with code") == 1
     assert run.count("^starting$") == starts
-    project.write("app.py", (project.path / "app.py").read_text().replace("def broken(:", "") +
+    project.write("app.py", (project.path / "app.py").read_text().replace("raise RuntimeError('broken at import')", "") +
                   'import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n'
                   '    def do_GET(self):\n        self.send_response(200); self.end_headers(); self.wfile.write(b"v2")\n'
                   'http.server.HTTPServer(("0.0.0.0", 8000), H).serve_forever()\n')
@@ -160,8 +161,9 @@ def test_forked_children_leave_no_process_behind(project, python_image, stop_met
         ports: ["{port}:8000"]
         command: python3 -m http.server 8000 & python3 -c 'import time; time.sleep(600)' & wait
         """)
-    run = project.up(env={"DEVBOX_STOP": stop_method})
+    run = project.up(env={"DEVBOX_STOP": stop_method, "DEVBOX_TRACE": "1"})
     run.wait_for(r"ready in .*\(start\)")
+
     def servers():
         return [p for p in project.processes("python3") if p["args"].startswith("python3")]
 
@@ -169,6 +171,7 @@ def test_forked_children_leave_no_process_behind(project, python_image, stop_met
     assert len(before) == 2
     project.write("touch.txt", "x\n")
     run.wait_for(r"ready in .*\(touch.txt changed\)")
+    assert run.count(f"trace: .* stop \\({'host' if stop_method == 'auto' else 'exec'}\\)") == 1, run.output
     after = servers()
     assert len(after) == 2, after
     assert not {p["pid"] for p in before} & {p["pid"] for p in after}
@@ -201,13 +204,20 @@ def test_ctrl_c_stops_container_and_second_up_reuses_it(project, busybox_image):
 
 
 def leave_a_server_behind(project) -> None:
-    """`devbox up`, then kill -9 it: the server outlives it (an exec client's death does not reach inside)."""
-    busybox_project(project)
+    """`devbox up`, then kill -9 it: the server outlives it (an exec client's death does not reach inside).
+    The server writes `got-term` into the project folder when it gets SIGTERM."""
+    busybox_project(project, extra="watch: {{ignore: [term.txt]}}\n",
+                    command="trap 'echo got-term > /app/term.txt; kill $pid; exit 0' TERM; "
+                            "httpd -f -p 8000 -h /app/www & pid=$!; echo started; wait")
     run = project.up()
     run.wait_for(r"ready in .*\(start\)")
     run.proc.send_signal(signal.SIGKILL)
     run.wait()
-    assert len(project.processes("httpd")) == 1
+    assert len(httpd(project)) == 1
+
+
+def httpd(project) -> list[dict]:
+    return [p for p in project.processes("httpd") if p["args"].startswith("httpd")]
 
 
 def test_kill_9_then_up_gives_one_server(project, busybox_image):
@@ -217,7 +227,7 @@ def test_kill_9_then_up_gives_one_server(project, busybox_image):
     second.wait_for(r"reusing container")
     second.wait_for(r"ended a server left running")
     second.wait_for(r"ready in .*\(start\)")
-    assert len(project.processes("httpd")) == 1
+    assert len(httpd(project)) == 1
     assert second.interrupt() == 0
 
 
@@ -225,6 +235,7 @@ def test_down_ends_a_left_behind_server(project, busybox_image):
     leave_a_server_behind(project)
     down = project.run("down")
     assert down.returncode == 0, down.stderr
+    assert (project.path / "term.txt").read_text() == "got-term\n"  # ended by its stop_signal, not by the removal
     assert project.container() is None
     assert http_get(project.port) is None
 
@@ -242,6 +253,7 @@ def test_recreate_only_when_container_keys_change(project, busybox_image):
                   "ready: {tcp: 8000}\nwatch: {debounce_ms: 20}\n")
     run = project.up()
     run.wait_for(r"ready in .*\(start\)")
+    assert run.count(r"^again$") == 1  # the new command is the one that ran
     assert project.container().id == first_id
     assert run.interrupt() == 0
 

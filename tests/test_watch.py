@@ -6,7 +6,8 @@ import pytest
 import watchfiles
 
 from devbox.config import Rule
-from devbox.watch import ChangeFilter, IgnoreRules, Pattern, forget_bytecode, plan
+from devbox.ignore import IgnoreRules, Pattern
+from devbox.watch import ChangeFilter, forget_bytecode, plan
 
 
 @pytest.mark.parametrize("pattern,path,is_dir,expected", [

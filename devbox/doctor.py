@@ -1,0 +1,148 @@
+"""`devbox doctor`: check what `devbox up` needs, one line a check: ok, warn or fail, and the fix."""
+
+from __future__ import annotations
+
+__all__ = ["Check", "run_checks"]
+
+import os
+import socket
+from typing import Iterator, NamedTuple
+
+from .config import Config
+
+
+class Check(NamedTuple):
+    level: str  # ok | warn | fail
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.level:<5} {self.text}"
+
+
+def run_checks(config: Config) -> list[Check]:
+    return list(_checks(config))
+
+
+def _checks(config: Config) -> Iterator[Check]:
+    from .errors import DevboxError
+
+    client = None
+    try:
+        from .engine import connect, endpoint
+
+        where = endpoint()
+        client = connect(timeout=10)
+        version = client.version()
+        yield Check("ok", f"engine: {where} answers: Docker {version.get('Version')}, API {version.get('ApiVersion')}")
+    except DevboxError as e:
+        yield Check("fail", f"engine: {e}")
+    if client is not None:
+        yield from _signalling(client, config)
+    yield from _watching(config)
+    yield from _compose(config)
+    yield from _ports(config, client)
+    if client is not None:
+        yield from _image(config, client)
+
+
+def _signalling(client, config: Config) -> Iterator[Check]:
+    """Whether the server can be signalled from the host (fast) or through a second exec (portable)."""
+    from .container import Box
+    from .output import say
+    from .server import TOKEN_VAR, _environ_tokens
+
+    container = Box(client, config, say).find()
+    if container is None or container.status != "running":
+        yield Check("ok", "stop: checked while the container runs (`devbox up`, then `devbox doctor` again)")
+        return
+    exec_id = client.api.exec_create(container.id, ["sleep", "2"], environment={TOKEN_VAR: "doctor"})["Id"]
+    client.api.exec_start(exec_id, detach=True)
+    pid = 0
+    for _ in range(100):
+        pid = client.api.exec_inspect(exec_id).get("Pid") or 0
+        if pid:
+            break
+    if pid and "doctor" in _environ_tokens(pid):
+        yield Check("ok", "stop: devbox signals the server from the host (it shares the engine's pid namespace)")
+    else:
+        yield Check("ok", "stop: devbox signals the server through a second exec (Docker Desktop, rootless, "
+                          "or another user: portable, about 40 ms slower)")
+
+
+def _watching(config: Config) -> Iterator[Check]:
+    from .ignore import IgnoreRules, unreadable_folders
+    from .watch import inotify_limit, watch_settings
+
+    settings = watch_settings(config.watch.paths, config.watch.poll)
+    if settings.force_polling:
+        yield Check("warn", f"watch: polling every {settings.poll_delay_ms} ms ({settings.why}): saves are seen "
+                            "later; keep the project on a local file system for native events")
+    else:
+        yield Check("ok", "watch: native file events")
+    bad, folders = unreadable_folders(config.watch.paths, IgnoreRules.for_project(config.project_dir,
+                                                                                 config.watch.ignore),
+                                      config.project_dir)
+    limit = inotify_limit()
+    if limit is not None and not settings.force_polling:
+        if folders > limit:
+            yield Check("fail", f"watch: {folders} folders to watch, inotify allows {limit}: raise it with "
+                                f"`sudo sysctl fs.inotify.max_user_watches={max(524288, folders * 2)}`")
+        else:
+            yield Check("ok", f"watch: {folders} folders to watch, inotify allows {limit}")
+    for folder in bad:
+        yield Check("warn", f"watch: cannot read {folder}: add it to watch.ignore")
+
+
+def _compose(config: Config) -> Iterator[Check]:
+    from .compose import ToolMissing, find_compose
+
+    needed = config.build is not None or config.compose is not None
+    try:
+        compose = find_compose()
+        yield Check("ok", f"compose: {compose}")
+    except ToolMissing as e:
+        yield Check("fail" if needed else "warn", f"compose: {e}")
+
+
+def _ports(config: Config, client) -> Iterator[Check]:
+    ours: set[int] = set()
+    if client is not None:
+        from .container import Box
+        from .output import say
+
+        container = Box(client, config, say).find()
+        if container is not None and container.status == "running":
+            ours = {p.host_port for p in config.ports}  # published by devbox's own container
+    for port in config.ports:
+        if port.host_port in ours:
+            yield Check("ok", f"port {port.host_port}: published by devbox-{config.name}")
+            continue
+        family = socket.AF_INET6 if ":" in port.host_ip else socket.AF_INET
+        kind = socket.SOCK_DGRAM if port.protocol == "udp" else socket.SOCK_STREAM
+        with socket.socket(family, kind) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((port.host_ip, port.host_port))
+                yield Check("ok", f"port {port.host_port}: free")
+            except OSError:
+                yield Check("fail", f"port {port.host_port}: in use by another program: stop it, or change "
+                                    f"`ports` in {config.file.name}")
+
+
+def _image(config: Config, client) -> Iterator[Check]:
+    import docker.errors
+
+    if config.build is not None:
+        dockerfile = config.build.context / config.build.dockerfile
+        if dockerfile.is_file():
+            yield Check("ok", f"image: built from {os.path.relpath(dockerfile, config.project_dir)}")
+        else:
+            yield Check("fail", f"image: {dockerfile} does not exist: fix `build` in {config.file.name}")
+        return
+    try:
+        client.images.get(config.image)
+        yield Check("ok", f"image: {config.image} is here")
+    except docker.errors.ImageNotFound:
+        yield Check("warn", f"image: {config.image} is not here: `devbox up` pulls it (needs its registry)")
+    except Exception as e:
+        yield Check("warn", f"image: cannot look up {config.image} ({type(e).__name__})")

@@ -1,0 +1,248 @@
+"""The preloaded restart: a start forks from a process that imported the server's libraries once.
+
+Each cold start of a Python server pays its imports again (Django's are most of its start). The
+preloader (preloader.py, run in the container) imports what the server imported last time from
+outside the project, and forks a child per start; the child imports only the project's own modules.
+
+PreloadLauncher keeps ExecLauncher's contract: a start is still one exec, of a small client that
+hands its stdio, environment and folder to the preloader, passes signals on to the child and exits
+with the child's exit code. So the output stream, the exit code, the pid record and the whole stop
+path are the cold start's. Anything unexpected makes the start cold, said in one line.
+
+When the preloader goes stale it is started again, in the background: when the server's
+environment changes (a config change), after setup or an exec rule ran (they may install packages),
+when a preloaded file changes (the preloader checks before every fork), or when a module it
+imported turned out to start a thread or keep a file open (it is then left to the child).
+"""
+
+from __future__ import annotations
+
+__all__ = ["PreloadLauncher", "preload_argv", "wants_preload"]
+
+import os
+import re
+import shlex
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from docker import APIClient
+from docker.utils.socket import frames_iter
+
+from . import output
+from .container import STATE_DIR
+from .server import TOKEN_VAR, ExecLauncher, ServerProcess
+
+PRELOADER_FILE = f"{STATE_DIR}/preloader.py"
+SOCKET = f"{STATE_DIR}/preload.sock"
+RECORD = f"{STATE_DIR}/preloader.pid"
+READY_WAIT = 15.0  # seconds a start waits for a preloader that is importing (about a cold start)
+RESTARTS = 5  # preloader restarts for unsafe modules before preloading is left off
+SOURCE = (Path(__file__).parent / "preloader.py").read_text()
+# `preload: auto` preloads commands that start with these (Python itself, or a Python server's script)
+PYTHON_SERVERS = {"flask", "uvicorn", "gunicorn", "hypercorn", "daphne", "django-admin", "fastapi", "granian"}
+_SHELL = re.compile(r"[$`|&;<>(){}*?\[\]~\\\n]|^\w+=")  # what only a shell would make sense of
+
+# Record the preloader's pid (as the server's wrapper does), write the program, run it under the
+# image's Python; preloader.py re-executes itself under the command's own interpreter if that differs.
+_START = f"""echo "$$ ${TOKEN_VAR}" > {RECORD}
+printf '%s' "$DEVBOX_PRELOADER" > {PRELOADER_FILE} || exit 1
+unset DEVBOX_PRELOADER
+py=$(command -v python3 || command -v python) || {{ echo "devbox-preload: off the image has no python3"; exit 1; }}
+exec "$py" {PRELOADER_FILE} serve {SOCKET} "$@"
+"""
+
+
+def preload_argv(command: str | tuple[str, ...]) -> list[str] | None:
+    """The command as an argv, if running it needs no shell (no variables, operators, redirections)."""
+    if isinstance(command, tuple):
+        return list(command)
+    if _SHELL.search(command.strip()):
+        return None
+    try:
+        return shlex.split(command) or None
+    except ValueError:
+        return None
+
+
+def wants_preload(setting: bool | None, command: str | tuple[str, ...]) -> tuple[bool, str]:
+    """Whether to preload, and why not (for `preload: true`, said to the user)."""
+    if setting is False:
+        return False, ""
+    argv = preload_argv(command)
+    if argv is None:
+        return False, "the command needs a shell (write it as a list, or without $, &&, |, >)"
+    name = os.path.basename(argv[0])
+    if setting is None and not (re.fullmatch(r"python(\d+(\.\d+)?)?", name) or name in PYTHON_SERVERS):
+        return False, f"{name} is not a Python command"
+    return True, ""
+
+
+class _Preloader:
+    """The host's handle on one preloader process: its state comes from its `devbox-preload:` lines."""
+
+    def __init__(self, api: APIClient, container_id: str, workdir: str, env: dict[str, str],
+                 project_dir: str, argv: list[str], on_gone: Callable[["_Preloader"], None]):
+        self.env, self.on_gone = env, on_gone
+        self.ready = threading.Event()
+        self.retired = threading.Event()  # it said off or restart: it takes no more starts
+        self.gone = threading.Event()
+        self.exe = ""
+        self.outcome = ""  # "off REASON" or "restart REASON" when it ended
+        exec_id = api.exec_create(container_id, ["sh", "-c", _START, "devbox-preloader", project_dir, "--", *argv],
+                                  environment={**env, "DEVBOX_PRELOADER": SOURCE, TOKEN_VAR: uuid.uuid4().hex},
+                                  workdir=workdir, stdin=True)["Id"]
+        # stdin stays open as long as devbox holds this socket: when devbox lets go (or goes), the
+        # preloader takes no more starts and ends with the server it forked
+        self.sock = api.exec_start(exec_id, socket=True)
+        threading.Thread(target=self._read, daemon=True, name="devbox-preloader").start()
+
+    def _read(self) -> None:
+        partial = b""
+        try:
+            for stream, data in frames_iter(self.sock, tty=False):
+                if stream != 1:
+                    continue  # stderr: an import's warnings
+                partial += data
+                *lines, partial = partial.split(b"\n")
+                for line in lines:
+                    self._take(line.decode("utf-8", "replace"))
+        except Exception:  # the connection dropped: the container or the engine went away
+            pass
+        if not self.outcome:
+            self.outcome = "off the preloader exited"
+        self.ready.clear()
+        self.gone.set()
+        if not self.retired.is_set():
+            self.on_gone(self)
+
+    def _take(self, line: str) -> None:
+        if not line.startswith("devbox-preload: "):
+            return
+        kind, _, rest = line.removeprefix("devbox-preload: ").partition(" ")
+        if kind == "ready":
+            modules, took, self.exe = rest.split(" ", 2)
+            self.ready.set()
+            if os.environ.get("DEVBOX_TRACE") == "1":
+                output.say(f"trace: preloader ready, {modules} modules, {took} ms of imports")
+        elif kind == "more" and os.environ.get("DEVBOX_TRACE") == "1":
+            output.say(f"trace: the preloader now holds {rest} modules")
+        elif kind in ("off", "restart"):  # it takes no more starts: a new one can start at once
+            self.outcome = f"{kind} {rest}"
+            self.ready.clear()
+            self.retired.set()
+            self.on_gone(self)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except Exception:
+            pass
+
+
+class PreloadLauncher(ExecLauncher):
+    """Starts the server by a fork from the preloader; falls back to ExecLauncher's cold start."""
+
+    def __init__(self, api: APIClient, container_id: str, workdir: str, project_dir: str,
+                 command: str | tuple[str, ...], say: Callable[[str], None]):
+        super().__init__(api, container_id, workdir)
+        self.project_dir, self.say = project_dir, say
+        self.argv = preload_argv(command) or []
+        self.preloader: _Preloader | None = None
+        self.lock = threading.Lock()  # the preloader is swapped by a start, and by the reader of one that ended
+        self.closed = False
+        self.off = ""  # why preloading is off for the rest of this container's life
+        self.restarts = 0
+        self.last_start = ""  # "preloaded" or "cold" (for the trace)
+
+    def start(self, command: str | tuple[str, ...], env: dict[str, str], log_pattern: str | None,
+              on_exit: Callable[[ServerProcess], None]) -> ServerProcess:
+        server_env = {**env, "RUN_MAIN": "true", "PYTHONUNBUFFERED": "1"}
+        exe = self._ready_preloader(server_env)  # the supervisor makes a new launcher when the command changes
+        if not exe:
+            self.last_start = "cold"
+            return super().start(command, env, log_pattern, on_exit)
+        self.last_start = "preloaded"
+        return super().start((exe, "-I", "-S", PRELOADER_FILE, "client", SOCKET, *self.argv), env, log_pattern, on_exit)
+
+    def _ready_preloader(self, env: dict[str, str]) -> str:
+        """The interpreter of a ready preloader for `env`, starting one if needed; "" for a cold start."""
+        with self.lock:
+            p = self.preloader
+            if self.off:
+                return ""
+            if p is not None and p.env != env:
+                self._replace(env)  # the config changed: this start is cold, the next one is not
+                return ""
+            if p is None:
+                p = self._spawn(env)
+        if p is None or not _either(p.ready, p.retired, p.gone, timeout=READY_WAIT):
+            return ""
+        return p.exe
+
+    def _spawn(self, env: dict[str, str]) -> _Preloader | None:
+        """Start a preloader (it imports in the background); called with the lock held."""
+        try:
+            self.preloader = _Preloader(self.api, self.container_id, self.workdir, env, self.project_dir, self.argv,
+                                        on_gone=self._ended)
+        except Exception as e:
+            self._turn_off(f"cannot start the preloader ({e})")
+            return None
+        return self.preloader
+
+    def _ended(self, p: _Preloader) -> None:
+        """A preloader exited (called by its reader): start a new one at once if it asked to be, so the
+        next start finds it warm; if it failed, leave preloading off."""
+        with self.lock:
+            if p is not self.preloader or self.closed:
+                return  # replaced or closed on purpose
+            self.preloader = None
+            kind, _, why = p.outcome.partition(" ")
+            if kind == "restart" and self.restarts < RESTARTS:
+                self.restarts += 1
+                if os.environ.get("DEVBOX_TRACE") == "1":
+                    self.say(f"trace: preloader restarts: {why}")
+                self._spawn(p.env)
+            else:
+                self._turn_off(why)
+
+    def _turn_off(self, why: str) -> None:
+        self.off = why or "the preloader exited"
+        self.say(f"preload off: {self.off}; starting cold from now on")
+
+    def invalidate(self) -> None:
+        """What the preloader imported may have changed (setup or an exec rule ran): start a new one."""
+        with self.lock:
+            if self.preloader is not None and not self.off:
+                self._replace(self.preloader.env)
+
+    def _replace(self, env: dict[str, str]) -> None:
+        """End the preloader and start a new one for `env`; called with the lock held."""
+        old, self.preloader = self.preloader, None
+        if old is not None:
+            old.close()  # its stdin closes: it takes no more starts, and ends once its server is stopped
+        if os.environ.get("DEVBOX_TRACE") == "1":
+            self.say("trace: preloader restarts: what it imported may have changed")
+        self._spawn(env)
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            if self.preloader is not None:
+                self.preloader.close()
+                self.preloader = None
+
+    def end_leftover(self, stop_signal: str, timeout: float) -> bool:
+        found = super().end_leftover(stop_signal, timeout)
+        self._stop_by_exec("SIGKILL", 0, RECORD, "")  # a preloader of an `up` killed with -9, if any
+        return found
+
+
+def _either(ready: threading.Event, *failed: threading.Event, timeout: float) -> bool:
+    """Wait until `ready` or one of `failed` is set (bounded); True if `ready` is, and none of `failed`."""
+    deadline = time.monotonic() + timeout
+    while not ready.is_set() and not any(f.is_set() for f in failed) and time.monotonic() < deadline:
+        ready.wait(0.005)
+    return ready.is_set() and not any(f.is_set() for f in failed)
