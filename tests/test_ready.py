@@ -27,7 +27,7 @@ def test_probing_waits_for_a_share_of_the_last_start(tmp_path, monkeypatch):
     calls.clear()
     began = time.monotonic()
     assert ready.wait_ready(config, ServerProcess("x", "t"), lambda: False, expected=0.0) == "ready"
-    assert calls[0] - began < 0.05  # the first start has nothing to go by: probe at once
+    assert calls[0] - began < 0.25  # the first start has nothing to go by: probe at once (not after 0.6 × …)
 
 
 def test_a_log_probe_costs_nothing_and_starts_at_once(tmp_path):
@@ -37,4 +37,4 @@ def test_a_log_probe_costs_nothing_and_starts_at_once(tmp_path):
     proc.log_matched.set()
     began = time.monotonic()
     assert ready.wait_ready(config, proc, lambda: False, expected=5.0) == "ready"
-    assert time.monotonic() - began < 0.05
+    assert time.monotonic() - began < 0.25  # not after 0.6 × 5 s

@@ -74,7 +74,7 @@ def test_constant_writes_to_an_ignored_file_do_not_hold_a_save_back(tmp_path, se
         (tmp_path / "views.py").write_text("x = 2\n")
         paths, seen = s.batches.get(timeout=5)
         assert paths == {"views.py"}
-        assert seen - saved < 0.3, f"held back {seen - saved:.3f}s by the noise"  # before the fix: 1.6 s
+        assert seen - saved < 0.8, f"held back {seen - saved:.3f}s by the noise"  # before the fix: 1.6 s
     finally:
         stop.set()
         writer.join()
