@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import wait_http
+from conftest import free_port, wait_http
 
 BASE = """\
 name: {name}
@@ -42,7 +42,7 @@ def test_live_config_restarts_recreates_or_keeps_the_old_one(project, busybox_im
     # the local file is layered too, and a container-level key (ports) recreates the container
     old_port = project.port
     project.config(BASE)
-    project.port = old_port + 1 if old_port < 65000 else old_port - 1
+    project.port = free_port()
     project.write("devbox.local.yaml", f"ports: ['{project.port}:8000']\n")
     run.wait_for(r"recreating container devbox-dbt-\w+: ports changed")
     wait_http(project.port, "hi")

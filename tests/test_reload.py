@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import http_get, wait_http, wait_until
+from conftest import free_port, http_get, wait_http, wait_until
 
 BUSYBOX_APP = """\
 name: {name}
@@ -259,7 +259,7 @@ def test_recreate_only_when_container_keys_change(project, busybox_image):
 
     # a new port needs a new container, and devbox says why
     other = project.port
-    project.port = other + 1 if other < 65000 else other - 1
+    project.port = free_port()  # not other + 1: a neighbour of a free port may be taken (CI hit one)
     project.write("devbox.yaml", (project.path / "devbox.yaml").read_text().replace(f"{other}:8000", f"{project.port}:8000"))
     run = project.up()
     run.wait_for(r"recreating container devbox-dbt-\w+: ports changed")
