@@ -3,6 +3,8 @@
 Each cold start of a Python server pays its imports again (Django's are most of its start). The
 preloader (preloader.py, run in the container) imports what the server imported last time from
 outside the project, and forks a child per start; the child imports only the project's own modules.
+The first start of a launcher does not wait for its new preloader, which has nothing to import yet:
+it is cold, and records what it imports (preloader.py's `run`) for the preloader to take in.
 
 PreloadLauncher keeps ExecLauncher's contract: a start is still one exec, of a small client that
 hands its stdio, environment and folder to the preloader, passes signals on to the child and exits
@@ -33,6 +35,7 @@ from docker.utils.socket import frames_iter
 
 from . import output
 from .container import STATE_DIR
+from .preloader import BOOT
 from .server import TOKEN_VAR, ExecLauncher, ServerProcess
 
 PRELOADER_FILE = f"{STATE_DIR}/preloader.py"
@@ -53,6 +56,8 @@ unset DEVBOX_PRELOADER
 py=$(command -v python3 || command -v python) || {{ echo "devbox-preload: off the image has no python3"; exit 1; }}
 exec "$py" {PRELOADER_FILE} serve {SOCKET} "$@"
 """
+# The recording cold start (preloader.py's `run`) under the image's Python; without one, the plain cold start.
+_RUN = 'py=$(command -v python3 || command -v python) && exec "$py" -c "$0" "$@"; shift 4; exec "$@"'
 
 
 def preload_argv(command: str | tuple[str, ...]) -> list[str] | None:
@@ -155,20 +160,31 @@ class PreloadLauncher(ExecLauncher):
         self.closed = False
         self.off = ""  # why preloading is off for the rest of this container's life
         self.restarts = 0
-        self.last_start = ""  # "preloaded" or "cold" (for the trace)
+        self.started = False  # a first start was made
+        self.last_start = ""  # "preloaded", "cold" or "recording" (for the trace)
 
     def start(self, command: str | tuple[str, ...], env: dict[str, str], log_pattern: str | None,
               on_exit: Callable[[ServerProcess], None]) -> ServerProcess:
         server_env = {**env, "RUN_MAIN": "true", "PYTHONUNBUFFERED": "1"}
-        exe = self._ready_preloader(server_env)  # the supervisor makes a new launcher when the command changes
-        if not exe:
-            self.last_start = "cold"
-            return super().start(command, env, log_pattern, on_exit)
-        self.last_start = "preloaded"
-        return super().start((exe, "-I", "-S", PRELOADER_FILE, "client", SOCKET, *self.argv), env, log_pattern, on_exit)
+        first, self.started = not self.started, True
+        exe = self._ready_preloader(server_env, wait=not first)  # a new command gets a new launcher
+        if exe:
+            self.last_start = "preloaded"
+            return super().start((exe, "-I", "-S", PRELOADER_FILE, "client", SOCKET, *self.argv), env, log_pattern,
+                                 on_exit)
+        if first and not self.off:
+            # A new preloader has nothing recorded to import, so a fork from it would be a cold start
+            # that first waited for it (0.1-0.2 s). Start cold at once; what this start imports is
+            # recorded for the preloader, which takes it in meanwhile.
+            self.last_start = "recording"
+            return super().start(("sh", "-c", _RUN, BOOT, "run", SOCKET, self.project_dir, "--", *self.argv),
+                                 {**env, "DEVBOX_PRELOADER": SOURCE}, log_pattern, on_exit)
+        self.last_start = "cold"
+        return super().start(command, env, log_pattern, on_exit)
 
-    def _ready_preloader(self, env: dict[str, str]) -> str:
-        """The interpreter of a ready preloader for `env`, starting one if needed; "" for a cold start."""
+    def _ready_preloader(self, env: dict[str, str], wait: bool = True) -> str:
+        """The interpreter of a ready preloader for `env`, starting one if needed (and waiting for it to be
+        ready, with `wait`); "" for a cold start."""
         with self.lock:
             p = self.preloader
             if self.off:
@@ -178,7 +194,7 @@ class PreloadLauncher(ExecLauncher):
                 return ""
             if p is None:
                 p = self._spawn(env)
-        if p is None or not _either(p.ready, p.retired, p.gone, timeout=READY_WAIT):
+        if p is None or not _either(p.ready, p.retired, p.gone, timeout=READY_WAIT if wait else 0):
             return ""
         return p.exe
 

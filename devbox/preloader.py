@@ -8,6 +8,10 @@ the standard library only and the Python 3.8 language.
         For each client: fork; the child runs ARGV as `python` would. Lines for devbox on stdout
         start with `devbox-preload:` (ready, more, off, restart); anything else there is the imports'
         noise. After `off` or `restart` it takes no more starts and ends with the server it forked.
+    python3 -c BOOT run SOCKET PROJECT_DIR -- ARGV...
+        A cold start that records what it imports, for a preloader that has nothing recorded yet (a
+        new container's): run ARGV as the child would, in this process. BOOT runs this file's text
+        from the environment, since the file may not be written yet.
     python3 -I -S preloader.py client SOCKET ARGV...
         One start: hand stdin, stdout, stderr, the environment and the folder to the preloader, pass
         signals on to the child's process group, exit with the child's exit code. If there is no
@@ -25,6 +29,8 @@ import socket
 import struct
 import sys
 
+# `python -c BOOT run ...`: this file's text comes in DEVBOX_PRELOADER (named, for tracebacks)
+BOOT = 'import os; exec(compile(os.environ["DEVBOX_PRELOADER"], "/.devbox/preloader.py", "exec"))'
 MODULES_FILE = "preload-modules"  # next to SOCKET: the child's sys.modules, outside the project
 SKIP_FILE = "preload-skip"  # modules found to start a thread or keep a file open at import
 PREFIX = "devbox-preload:"
@@ -524,19 +530,29 @@ def main() -> None:
         client(sock_path, sys.argv[3:])
         return
     project, argv = sys.argv[3], sys.argv[5:]
+
+    def cannot(why: str) -> None:
+        if mode == "run":
+            _cold(argv, "")  # silently: the preloader, started beside this run, says why to devbox
+        say("off", why)
+        sys.exit(1)
+
     try:
         target = resolve(argv)
     except (ValueError, OSError) as e:
-        say("off", str(e))
-        sys.exit(1)
+        cannot(str(e))
     if os.path.realpath(target.interpreter) != os.path.realpath(sys.executable):
         if os.environ.get("DEVBOX_PRELOAD_REEXEC"):
-            say("off", "%s runs under %s, not %s" % (argv[0], target.interpreter, sys.executable))
-            sys.exit(1)
+            cannot("%s runs under %s, not %s" % (argv[0], target.interpreter, sys.executable))
         os.environ["DEVBOX_PRELOAD_REEXEC"] = "1"
-        os.execv(target.interpreter, [target.interpreter, *sys.argv])
+        own = sys.argv if mode == "serve" else ["-c", BOOT, *sys.argv[1:]]  # run: sys.argv[0] is "-c"
+        os.execv(target.interpreter, [target.interpreter, *own])
     os.environ.pop("DEVBOX_PRELOAD_REEXEC", None)
     preloader = Preloader(sock_path, project, argv, target)
+    if mode == "run":
+        os.environ.pop("DEVBOX_PRELOADER", None)  # 20 KB the server has no use for
+        run_child(preloader, argv, dict(os.environ), os.getcwd())
+        return
     job = preloader.serve()
     if job:
         run_child(preloader, *job)

@@ -182,7 +182,9 @@ class Project:
         itself (the parent of a forked one) nor the client that waits for one."""
         rows = self.processes(needle)
         parents = {r["ppid"] for r in rows}
-        return [r for r in rows if "preloader.py client" not in r["args"] and r["pid"] not in parents]
+        preloaders = {r["pid"] for r in rows if "preloader.py serve" in r["args"]}  # and the servers they forked
+        return [r for r in rows if "preloader.py client" not in r["args"] and r["pid"] not in parents
+                and not (r["pid"] in preloaders and r["ppid"] not in preloaders)]
 
     def cleanup(self) -> None:
         for run in self.runs:

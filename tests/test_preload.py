@@ -117,6 +117,23 @@ def test_django_restarts_by_a_fork_serve_every_edit_and_run_ready_once_per_start
     assert run.interrupt() == 0
 
 
+def test_the_first_start_does_not_wait_for_the_preloader_and_teaches_it(project, python_image, site_packages):
+    # A new preloader knows nothing to import yet, so waiting for it only delays the first start (about
+    # 0.1-0.2 s of `devbox up` here): that start is cold, and records what it imports for the preloader.
+    make_django_app(project.path, site_packages)
+    project.config(DJANGO_CONFIG.replace("SITE", str(site_packages)))
+    run = project.up(env=TRACE)
+    run.wait_for(r"ready in [\d.]+s \(start\)", timeout=60)
+    preloaders = {row["pid"] for row in project.processes("preloader.py serve")}
+    [server] = project.servers("manage.py runserver")
+    assert server["ppid"] not in preloaders, "the first start was forked by a preloader it had to wait for"
+    # what that cold start imported reaches the preloader: the very first save is a fork
+    run.wait_for(r"trace: the preloader now holds \d{3,} modules", timeout=30)
+    assert "(preloaded)" in save(project, run, "mysite/value.py", "v1", 1, "/hello/", "hello v1")
+    assert "preload: " not in run.output  # no start fell back with a reason
+    assert run.interrupt() == 0
+
+
 def test_threads_and_sockets_made_at_import_belong_to_the_server(project, tmp_path, python_image):
     plain_project(project, tmp_path)
     run = project.up(env=TRACE)
