@@ -533,6 +533,8 @@ def main() -> None:
 
     def cannot(why: str) -> None:
         if mode == "run":
+            for name in ("DEVBOX_PRELOADER", "DEVBOX_PRELOAD_REEXEC"):
+                os.environ.pop(name, None)
             _cold(argv, "")  # silently: the preloader, started beside this run, says why to devbox
         say("off", why)
         sys.exit(1)

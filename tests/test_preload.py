@@ -238,3 +238,23 @@ def test_preload_true_says_why_a_shell_command_starts_cold(project, busybox_imag
     assert run.count(r"^devbox: preload off: the command needs a shell") == 1
     wait_http(project.port, "one")
     assert run.interrupt() == 0
+
+
+def test_preload_true_in_an_image_without_python_starts_cold_and_says_why_once(project, busybox_image):
+    project.config("""\
+        name: {name}
+        image: devbox-test/busybox:1
+        ports: ["{port}:8000"]
+        preload: true
+        command: [httpd, -f, -p, "8000", -h, /app/www]
+        """)
+    project.write("www/index.html", "one\n")
+    run = project.up(env=TRACE)
+    run.wait_for(r"ready in .*\(start\)")
+    wait_http(project.port, "one")
+    project.write("www/index.html", "two\n")
+    run.wait_for(r"ready in .*\(www/index.html changed\)")
+    wait_http(project.port, "two")
+    assert run.count(r"^devbox: preload off: the image has no python3") == 1, run.output
+    assert "cannot run" not in run.output and "preload: " not in run.output
+    assert run.interrupt() == 0
