@@ -160,13 +160,12 @@ class PreloadLauncher(ExecLauncher):
         self.closed = False
         self.off = ""  # why preloading is off for the rest of this container's life
         self.restarts = 0
-        self.started = False  # a first start was made
-        self.last_start = ""  # "preloaded", "cold" or "recording" (for the trace)
+        self.last_start = ""  # "preloaded", "cold" or "recording" (for the trace); "": no start yet
 
     def start(self, command: str | tuple[str, ...], env: dict[str, str], log_pattern: str | None,
               on_exit: Callable[[ServerProcess], None]) -> ServerProcess:
         server_env = {**env, "RUN_MAIN": "true", "PYTHONUNBUFFERED": "1"}
-        first, self.started = not self.started, True
+        first = not self.last_start
         exe = self._ready_preloader(server_env, wait=not first)  # a new command gets a new launcher
         if exe:
             self.last_start = "preloaded"
