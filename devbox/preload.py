@@ -2,28 +2,34 @@
 
 Each cold start of a Python server pays its imports again (Django's are most of its start). The
 preloader (preloader.py, run in the container) imports what the server imported last time from
-outside the project, and forks a child per start; the child imports only the project's own modules.
-The first start of a launcher does not wait for its new preloader, which has nothing to import yet:
-it is cold, and records what it imports (preloader.py's `run`) for the preloader to take in.
+outside the project, and forks a child per start; the child imports only the project's own modules,
+and is made indistinguishable from a cold start (preloader.py says how). The first start of a
+launcher is cold and does not wait: the preloader starts beside it, and what later servers import is
+recorded for it.
 
 PreloadLauncher keeps ExecLauncher's contract: a start is still one exec, of a small client that
-hands its stdio, environment and folder to the preloader, passes signals on to the child and exits
-with the child's exit code. So the output stream, the exit code, the pid record and the whole stop
-path are the cold start's. Anything unexpected makes the start cold, said in one line.
+hands its stdio, environment and folder to the preloader and exits with the child's exit code. So
+the output stream, the exit code, the pid record and the whole stop path are the cold start's.
 
 When the preloader goes stale it is started again, in the background: when the server's
 environment changes (a config change), after setup or an exec rule ran (they may install packages),
 when a preloaded file changes (the preloader checks before every fork), or when a module it
 imported turned out to start a thread or keep a file open (it is then left to the child).
+
+When preloading is off, it says so once, and it is true: a launcher whose preloader failed, or whose
+server failed preloaded but served cold, starts cold from then on; ColdMemory keeps that for the
+project (in the runtime folder) until the container, the command or the environment changes.
 """
 
 from __future__ import annotations
 
-__all__ = ["PreloadLauncher", "preload_argv", "wants_preload"]
+__all__ = ["ColdMemory", "PreloadLauncher", "wants_preload"]
 
+import collections
+import hashlib
+import json
 import os
 import re
-import shlex
 import threading
 import time
 import uuid
@@ -35,8 +41,8 @@ from docker.utils.socket import frames_iter
 
 from . import output
 from .container import STATE_DIR
-from .preloader import BOOT
-from .server import TOKEN_VAR, ExecLauncher, ServerProcess
+from .preloader import ARGV_VAR, SEP
+from .server import TOKEN_VAR, ExecLauncher, ServerProcess, command_argv
 
 PRELOADER_FILE = f"{STATE_DIR}/preloader.py"
 SOCKET = f"{STATE_DIR}/preload.sock"
@@ -46,43 +52,58 @@ RESTARTS = 5  # preloader restarts for unsafe modules before preloading is left 
 SOURCE = (Path(__file__).parent / "preloader.py").read_text()
 # `preload: auto` preloads commands that start with these (Python itself, or a Python server's script)
 PYTHON_SERVERS = {"flask", "uvicorn", "gunicorn", "hypercorn", "daphne", "django-admin", "fastapi", "granian"}
-_SHELL = re.compile(r"[$`|&;<>(){}*?\[\]~\\\n]|^\w+=")  # what only a shell would make sense of
 
 # Record the preloader's pid (as the server's wrapper does), write the program, run it under the
-# image's Python; preloader.py re-executes itself under the command's own interpreter if that differs.
+# image's Python; preloader.py re-executes itself under the command's own interpreter and options.
 _START = f"""echo "$$ ${TOKEN_VAR}" > {RECORD}
 printf '%s' "$DEVBOX_PRELOADER" > {PRELOADER_FILE} || exit 1
 unset DEVBOX_PRELOADER
 py=$(command -v python3 || command -v python) || {{ echo "devbox-preload: off the image has no python3"; exit 1; }}
 exec "$py" {PRELOADER_FILE} serve {SOCKET} "$@"
 """
-# The recording cold start (preloader.py's `run`) under the image's Python; without one, the plain cold start.
-_RUN = 'py=$(command -v python3 || command -v python) && exec "$py" -c "$0" "$@"; shift 4; exec "$@"'
-
-
-def preload_argv(command: str | tuple[str, ...]) -> list[str] | None:
-    """The command as an argv, if running it needs no shell (no variables, operators, redirections)."""
-    if isinstance(command, tuple):
-        return list(command)
-    if _SHELL.search(command.strip()):
-        return None
-    try:
-        return shlex.split(command) or None
-    except ValueError:
-        return None
 
 
 def wants_preload(setting: bool | None, command: str | tuple[str, ...]) -> tuple[bool, str]:
     """Whether to preload, and why not (for `preload: true`, said to the user)."""
     if setting is False:
         return False, ""
-    argv = preload_argv(command)
+    argv = command_argv(command)
     if argv is None:
         return False, "the command needs a shell (write it as a list, or without $, &&, |, >)"
     name = os.path.basename(argv[0])
     if setting is None and not (re.fullmatch(r"python(\d+(\.\d+)?)?", name) or name in PYTHON_SERVERS):
         return False, f"{name} is not a Python command"
     return True, ""
+
+
+class ColdMemory:
+    """Why preloading is off, per container, command and environment: kept in a file of the runtime
+    folder, so that "from now on" holds across `devbox up`s and container recoveries."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @staticmethod
+    def key(container_id: str, argv: list[str], env: dict[str, str]) -> str:
+        return hashlib.sha256(json.dumps([container_id, argv, sorted(env.items())]).encode()).hexdigest()[:20]
+
+    def get(self, key: str) -> str:
+        return self._read().get(key, "")
+
+    def put(self, key: str, why: str) -> None:
+        kept = self._read()
+        kept[key] = why
+        try:
+            self.path.write_text(json.dumps(kept))
+        except OSError:
+            pass  # not kept: this `up` still knows
+
+    def _read(self) -> dict[str, str]:
+        try:
+            kept = json.loads(self.path.read_text())
+            return kept if isinstance(kept, dict) else {}
+        except (OSError, ValueError):
+            return {}
 
 
 class _Preloader:
@@ -96,6 +117,7 @@ class _Preloader:
         self.gone = threading.Event()
         self.exe = ""
         self.outcome = ""  # "off REASON" or "restart REASON" when it ended
+        self.errors: collections.deque[str] = collections.deque(maxlen=3)  # its last stderr lines
         exec_id = api.exec_create(container_id, ["sh", "-c", _START, "devbox-preloader", project_dir, "--", *argv],
                                   environment={**env, "DEVBOX_PRELOADER": SOURCE, TOKEN_VAR: uuid.uuid4().hex},
                                   workdir=workdir, stdin=True)["Id"]
@@ -105,19 +127,24 @@ class _Preloader:
         threading.Thread(target=self._read, daemon=True, name="devbox-preloader").start()
 
     def _read(self) -> None:
-        partial = b""
+        partial = {1: b"", 2: b""}
         try:
             for stream, data in frames_iter(self.sock, tty=False):
-                if stream != 1:
-                    continue  # stderr: an import's warnings
-                partial += data
-                *lines, partial = partial.split(b"\n")
+                if stream not in partial:
+                    continue
+                partial[stream] += data
+                *lines, partial[stream] = partial[stream].split(b"\n")
                 for line in lines:
-                    self._take(line.decode("utf-8", "replace"))
+                    text = line.decode("utf-8", "replace").rstrip()
+                    if stream == 1:
+                        self._take(text)
+                    elif text.strip():
+                        self.errors.append(text.strip())  # an import's warnings, or why it failed
         except Exception:  # the connection dropped: the container or the engine went away
             pass
         if not self.outcome:
-            self.outcome = "off the preloader exited"
+            last = f": {self.errors[-1]}" if self.errors else ""
+            self.outcome = f"off the preloader exited{last}"
         self.ready.clear()
         self.gone.set()
         if not self.retired.is_set():
@@ -151,35 +178,46 @@ class PreloadLauncher(ExecLauncher):
     """Starts the server by a fork from the preloader; falls back to ExecLauncher's cold start."""
 
     def __init__(self, api: APIClient, container_id: str, workdir: str, project_dir: str,
-                 command: str | tuple[str, ...], say: Callable[[str], None]):
+                 command: str | tuple[str, ...], say: Callable[[str], None], memory: ColdMemory):
         super().__init__(api, container_id, workdir)
-        self.project_dir, self.say = project_dir, say
-        self.argv = preload_argv(command) or []
+        self.project_dir, self.say, self.memory = project_dir, say, memory
+        self.argv = command_argv(command) or []
         self.preloader: _Preloader | None = None
         self.lock = threading.Lock()  # the preloader is swapped by a start, and by the reader of one that ended
         self.closed = False
-        self.off = ""  # why preloading is off for the rest of this container's life
+        self.off = ""  # why preloading is off for the rest of this launcher's life
         self.restarts = 0
-        self.last_start = ""  # "preloaded", "cold" or "recording" (for the trace); "": no start yet
+        self.cold_once = False  # the next start is cold: is preloading why the last one failed?
+        self.last_start = ""  # "preloaded" or "cold" (for the trace); "": no start yet
 
     def start(self, command: str | tuple[str, ...], env: dict[str, str], log_pattern: str | None,
               on_exit: Callable[[ServerProcess], None]) -> ServerProcess:
         server_env = {**env, "RUN_MAIN": "true", "PYTHONUNBUFFERED": "1"}
-        first = not self.last_start
-        exe = self._ready_preloader(server_env, wait=not first)  # a new command gets a new launcher
+        # The first start does not wait for its new preloader, which has nothing to import yet: it
+        # starts cold at once, with the preloader starting beside it.
+        exe = self._ready_preloader(server_env, wait=bool(self.last_start))
+        if self.cold_once:
+            self.cold_once, exe = False, ""
         if exe:
             self.last_start = "preloaded"
-            return super().start((exe, "-I", "-S", PRELOADER_FILE, "client", SOCKET, *self.argv), env, log_pattern,
-                                 on_exit)
-        if first and not self.off:
-            # A new preloader has nothing recorded to import, so a fork from it would be a cold start
-            # that first waited for it (0.1-0.2 s). Start cold at once; what this start imports is
-            # recorded for the preloader, which takes it in meanwhile.
-            self.last_start = "recording"
-            return super().start(("sh", "-c", _RUN, BOOT, "run", SOCKET, self.project_dir, "--", *self.argv),
-                                 {**env, "DEVBOX_PRELOADER": SOURCE}, log_pattern, on_exit)
+            proc = super().start((exe, "-I", "-S", PRELOADER_FILE, "client", SOCKET), env, log_pattern, on_exit,
+                                 extra_env={ARGV_VAR: SEP.join(self.argv)})
+            proc.preloaded = True
+            return proc
         self.last_start = "cold"
         return super().start(command, env, log_pattern, on_exit)
+
+    def start_cold_once(self) -> None:
+        """The next start is cold (a preloaded one exited before it was ready: was preloading the cause?)."""
+        self.cold_once = True
+
+    def serves_only_cold(self, why: str) -> None:
+        """A start failed preloaded and served cold: this command starts cold from now on."""
+        with self.lock:
+            self._turn_off(why)
+
+    def _key(self, env: dict[str, str]) -> str:
+        return ColdMemory.key(self.container_id, self.argv, env)
 
     def _ready_preloader(self, env: dict[str, str], wait: bool = True) -> str:
         """The interpreter of a ready preloader for `env`, starting one if needed (and waiting for it to be
@@ -192,6 +230,11 @@ class PreloadLauncher(ExecLauncher):
                 self._replace(env)  # the config changed: this start is cold, the next one is not
                 return ""
             if p is None:
+                remembered = self.memory.get(self._key(env))
+                if remembered:
+                    self.off = remembered
+                    self.say(f"preload off: {remembered}; starting cold from now on")
+                    return ""
                 p = self._spawn(env)
         if p is None or not _either(p.ready, p.retired, p.gone, timeout=READY_WAIT if wait else 0):
             return ""
@@ -203,7 +246,7 @@ class PreloadLauncher(ExecLauncher):
             self.preloader = _Preloader(self.api, self.container_id, self.workdir, env, self.project_dir, self.argv,
                                         on_gone=self._ended)
         except Exception as e:
-            self._turn_off(f"cannot start the preloader ({e})")
+            self._turn_off(f"cannot start the preloader ({e})", env)
             return None
         return self.preloader
 
@@ -213,18 +256,25 @@ class PreloadLauncher(ExecLauncher):
         with self.lock:
             if p is not self.preloader or self.closed:
                 return  # replaced or closed on purpose
-            self.preloader = None
             kind, _, why = p.outcome.partition(" ")
             if kind == "restart" and self.restarts < RESTARTS:
+                self.preloader = None
                 self.restarts += 1
                 if os.environ.get("DEVBOX_TRACE") == "1":
                     self.say(f"trace: preloader restarts: {why}")
                 self._spawn(p.env)
             else:
-                self._turn_off(why)
+                self._turn_off(why, p.env)
 
-    def _turn_off(self, why: str) -> None:
+    def _turn_off(self, why: str, env: dict[str, str] | None = None) -> None:
+        """Preloading is off for this command from now on (called with the lock held)."""
+        env = env if env is not None else (self.preloader.env if self.preloader is not None else None)
+        if self.preloader is not None:
+            self.preloader.close()  # it takes no more starts, and ends with the server it forked
+            self.preloader = None
         self.off = why or "the preloader exited"
+        if env is not None:
+            self.memory.put(self._key(env), self.off)
         self.say(f"preload off: {self.off}; starting cold from now on")
 
     def invalidate(self) -> None:

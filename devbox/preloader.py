@@ -4,21 +4,31 @@ It is copied into the container's state folder and never imported by devbox on t
 the standard library only and the Python 3.8 language.
 
     python3 preloader.py serve SOCKET PROJECT_DIR -- ARGV...
-        Import what the server imported last time from outside PROJECT_DIR, then wait on SOCKET.
-        For each client: fork; the child runs ARGV as `python` would. Lines for devbox on stdout
-        start with `devbox-preload:` (ready, more, off, restart); anything else there is the imports'
-        noise. After `off` or `restart` it takes no more starts and ends with the server it forked.
-    python3 -c BOOT run SOCKET PROJECT_DIR -- ARGV...
-        A cold start that records what it imports, for a preloader that has nothing recorded yet (a
-        new container's): run ARGV as the child would, in this process. BOOT runs this file's text
-        from the environment, since the file may not be written yet.
-    python3 -I -S preloader.py client SOCKET ARGV...
-        One start: hand stdin, stdout, stderr, the environment and the folder to the preloader, pass
-        signals on to the child's process group, exit with the child's exit code. If there is no
-        preloader, or it cannot run ARGV, become ARGV (`exec`): the cold start, in the same process.
+        Re-execute under ARGV's interpreter with ARGV's interpreter options, so that the flags, the
+        paths and the locale a forked server inherits are those of a cold start. Import what the
+        server imported last time from outside PROJECT_DIR, then wait on SOCKET. For each client:
+        fork; the child becomes ARGV as `python` would have started it. Lines for devbox on stdout
+        start with `devbox-preload:` (ready, more, off, restart); anything on stderr is for devbox to
+        show when the preloader fails. After `off` or `restart` it takes no more starts and ends with
+        the server it forked. `ps` shows it as `devbox-preloader`.
+    python3 -I -S preloader.py client SOCKET        (ARGV in DEVBOX_ARGV)
+        One start: hand stdin, stdout, stderr, the environment, the folder and the umask to the
+        preloader, wait for the child's exit status and exit with it. If there is no preloader, or it
+        cannot run ARGV, become ARGV (`exec`): the cold start, in the same process. `ps` shows it as
+        `devbox-preload-client`.
 
 Why a client exec at all: each start stays one `docker exec`, so the server's output stream, its
 exit code and the pid record the stop path reads all work as for a cold start.
+
+What the child does so that the server cannot tell it was forked (see `become`): a session of its
+own; the client's fds 0-2 and nothing else; every signal disposition and the mask as a fresh
+`python` has them; the client's umask and folder; /proc/self/cmdline, /proc/self/environ and comm
+rewritten (prctl PR_SET_MM_MAP, which needs no privilege) to what the kernel shows for the cold exec,
+so `ps` shows the server's own command line once and the stop path finds the start's token in its
+environment; sys.argv, sys.orig_argv, sys.executable, sys.path and a fresh `__main__` as `python`
+sets them; stdio objects made the way CPython makes them; the garbage collector unfrozen; and
+tracebacks without this file's frames. Anything it cannot do exactly makes the child exec ARGV: a
+real cold start.
 """
 
 from __future__ import annotations
@@ -29,58 +39,64 @@ import socket
 import struct
 import sys
 
-# `python -c BOOT run ...`: this file's text comes in DEVBOX_PRELOADER (named, for tracebacks)
-BOOT = 'import os; exec(compile(os.environ["DEVBOX_PRELOADER"], "/.devbox/preloader.py", "exec"))'
 MODULES_FILE = "preload-modules"  # next to SOCKET: the child's sys.modules, outside the project
 SKIP_FILE = "preload-skip"  # modules found to start a thread or keep a file open at import
 PREFIX = "devbox-preload:"
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+ARGV_VAR = "DEVBOX_ARGV"  # the client's: the server's argv, joined by SEP (argv has no place for it)
+SEP = "\x1f"
+REEXEC_VAR = "DEVBOX_PRELOAD_REEXEC"
+# what a stop sends to the client's group: the stop reaches the server itself by its token, so the
+# client only has to outlive the signal, and must not pass it on (the server would get it twice)
+ABSORBED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+RECORD_QUIET = 1.0  # seconds without an import before the child writes what it imported
 _HEADER = struct.Struct("!I")
+_HERE = os.path.abspath(__file__)
 
 
 # -- the client ----------------------------------------------------------------------------------
 
-def client(sock_path: str, argv: list) -> None:
-    import marshal
-
+def client(sock_path: str) -> None:
+    for name in ABSORBED:
+        signal.signal(getattr(signal, name), _absorb)
+    env = pristine_environ()
+    argv = env.pop(ARGV_VAR, "").split(SEP)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(sock_path)
-        payload = marshal.dumps((argv, dict(os.environ), os.getcwd()))
+        umask = os.umask(0)
+        os.umask(umask)
+        import marshal
+
+        payload = marshal.dumps((argv, env, os.getcwd(), umask))
         conn.sendmsg([_HEADER.pack(len(payload)), payload],
                       [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("3i", 0, 1, 2))])
+        rename("devbox-preload-client", "devbox-client")  # while the preloader forks: off the critical path
         answer = _read_line(conn)
     except OSError as e:
         answer = "cold no preloader (%s)" % (e.strerror or e)
     if not answer.startswith("pid "):
         conn.close()
-        _cold(argv, answer.partition(" ")[2] or "the preloader went away")
+        why = answer.partition(" ")[2] or "the preloader went away"
+        sys.stderr.write("devbox: preload: %s; cold start\n" % why)
+        sys.stderr.flush()
+        exec_cold(argv, env)
     child = int(answer.split()[1])
-
-    def forward(signum, frame):
-        try:
-            os.killpg(child, signum)
-        except OSError:
-            pass
-
-    for s in FORWARDED:
-        signal.signal(s, forward)
-    status = _read_line(conn)  # "exit N"; blocks until the child has gone (signals are passed on meanwhile)
+    status = _read_line(conn)  # "exit N"; blocks until the child has gone
     if not status.startswith("exit "):  # the preloader died: the child must not outlive this start
-        forward(signal.SIGKILL, None)
+        _killpg(child, signal.SIGKILL)
         sys.stderr.write("devbox: the preloader went away; the server was ended\n")
         os._exit(1)
     # the child is gone; what it started in its group goes with it before this start counts as ended
     import time
 
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(child, 0)
-        except OSError:
-            break
+    while _group_alive(child) and time.monotonic() < deadline:
         time.sleep(0.002)
     os._exit(int(status.split()[1]))
+
+
+def _absorb(signum, frame) -> None:
+    pass
 
 
 def _read_line(conn: socket.socket) -> str:
@@ -90,63 +106,203 @@ def _read_line(conn: socket.socket) -> str:
             chunk = conn.recv(256)
         except InterruptedError:
             continue
+        except OSError:
+            break
         if not chunk:
             break
         data += chunk
     return data.decode().strip()
 
 
-def _cold(argv: list, why: str) -> None:
-    if why:
-        sys.stderr.write("devbox: preload: %s; cold start\n" % why)
-        sys.stderr.flush()
+def exec_cold(argv: list, env: dict) -> None:
+    """Become ARGV as the shell would have run it: the cold start, never returns."""
+    for name in ("SIGPIPE", "SIGXFSZ"):  # Python ignores these; an exec would pass that on
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     try:
-        os.execvp(argv[0], argv)
+        os.execvpe(argv[0], argv, env)
     except OSError as e:
         sys.stderr.write("devbox: cannot run %s: %s\n" % (argv[0], e.strerror))
+        sys.stderr.flush()
         os._exit(127)
+
+
+def pristine_environ() -> dict:
+    """The environment this process was started with, in its order: Python itself may have added to
+    os.environ since (LC_CTYPE, when it coerces the C locale), /proc/self/environ it never changes."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            items = f.read().split(b"\0")
+    except OSError:
+        return dict(os.environ)
+    env = {}
+    for item in items:
+        key, sep, value = item.partition(b"=")
+        if sep:
+            env[os.fsdecode(key)] = os.fsdecode(value)
+    return env
+
+
+# -- what the kernel would show: /proc/self/cmdline, environ and comm ------------------------------------
+
+_kept_blocks = []  # the memory /proc/self/cmdline and environ now point at: never freed
+
+
+def rename(cmdline: str, comm: str) -> bool:
+    """Show as devbox's own process in `ps` (the environment stays as it is)."""
+    return set_process_view([cmdline], None, comm)
+
+
+def set_process_view(argv: list, env, comm: str) -> bool:
+    """Point /proc/self/cmdline (and, with `env`, /proc/self/environ) at new strings, and set comm.
+    prctl(PR_SET_MM, PR_SET_MM_MAP) needs no privilege as long as the executable is not changed."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+
+        def stat(n: int) -> int:  # field n of proc(5), counted from 1; the list starts at field 3
+            return int(fields[n - 3])
+
+        args = b"".join(os.fsencode(a) + b"\0" for a in argv)
+        block = args
+        if env is not None:
+            block += b"".join(os.fsencode(k) + b"=" + os.fsencode(v) + b"\0" for k, v in env.items())
+        buf = ctypes.create_string_buffer(block, len(block))
+        base = ctypes.addressof(buf)
+        env_start, env_end = (base + len(args), base + len(block)) if env is not None else (stat(50), stat(51))
+
+        class MmMap(ctypes.Structure):
+            _fields_ = [(name, ctypes.c_uint64) for name in (
+                "start_code", "end_code", "start_data", "end_data", "start_brk", "brk", "start_stack",
+                "arg_start", "arg_end", "env_start", "env_end")] + [
+                ("auxv", ctypes.c_void_p), ("auxv_size", ctypes.c_uint32), ("exe_fd", ctypes.c_uint32)]
+
+        libc.sbrk.restype = ctypes.c_void_p
+        mm = MmMap(stat(26), stat(27), stat(45), stat(46), stat(47), 0, stat(28), base, base + len(args),
+                   env_start, env_end, None, 0, 0xFFFFFFFF)
+        mm.brk = libc.sbrk(0) or stat(47)  # the current break: brk() must go on working
+        if libc.prctl(35, 14, ctypes.byref(mm), ctypes.sizeof(mm), 0) != 0:  # PR_SET_MM, PR_SET_MM_MAP
+            return False
+        _kept_blocks.append(buf)
+        libc.prctl(15, os.fsencode(comm)[:15], 0, 0, 0)  # PR_SET_NAME
+        return True
+    except Exception:  # no ctypes, no /proc, an odd libc: the caller falls back
+        return False
 
 
 # -- what to run, as `python` would --------------------------------------------------------------
 
+_PYTHON = "python" + r"(\d+(\.\d+)?)?"
+_FLAGS = "bBdEIOqsSuvRP"  # one-letter options without a value
+
+
 class Target:
-    """What the child runs: a script by path, or a module by name (`-m`)."""
+    """ARGV as the Python program the kernel and CPython would make of it.
 
-    def __init__(self, interpreter: str, script: str = "", module: str = "", argv0: str = ""):
-        self.interpreter, self.script, self.module, self.argv0 = interpreter, script, module, argv0
+    interpreter: the executable (sys.executable); options: the interpreter's own options, as given;
+    script or module: what runs; orig_argv: the process's argv (sys.orig_argv, /proc/self/cmdline);
+    argv: sys.argv before a `-m` module is found; comm: the kernel's name for the process."""
+
+    def __init__(self, interpreter: str, options: list, orig_argv: list, comm: str,
+                 script: str = "", module: str = "", argv: list = ()):
+        self.interpreter, self.options, self.orig_argv, self.comm = interpreter, options, orig_argv, comm
+        self.script, self.module, self.argv = script, module, list(argv)
 
 
-def resolve(argv: list) -> Target:
-    """ARGV as a Python program (`python[3[.x]] [opts] script|-m module ...`, or a script whose first
+def resolve(argv: list, path_env: str) -> Target:
+    """ARGV as a Python program (`python[3[.x]] [options] script|-m module ...`, or a script whose first
     line names a Python); ValueError saying why not."""
     import re
     import shutil
 
     first = argv[0]
-    if re.fullmatch(r"python(\d+(\.\d+)?)?", os.path.basename(first)):
-        interpreter = shutil.which(first)
-        if interpreter is None:
-            raise ValueError("%s is not on PATH" % first)
-        rest = argv[1:]
-        while rest and rest[0] in ("-u", "-B"):  # what PYTHONUNBUFFERED / no bytecode mean here anyway
-            rest = rest[1:]
-        if rest[:1] == ["-m"] and len(rest) > 1:
-            return Target(interpreter, module=rest[1])
-        if rest and not rest[0].startswith("-"):
-            return Target(interpreter, script=rest[0], argv0=rest[0])  # as given: python keeps it so
-        raise ValueError("python options %s are not supported" % " ".join(rest[:1]) or "nothing to run")
-    path = shutil.which(first)
-    if path is None:
+    found = first if "/" in first else shutil.which(first, path=path_env)
+    if found is None:
         raise ValueError("%s is not on PATH" % first)
-    with open(path, "rb") as f:
+    if re.fullmatch(_PYTHON, os.path.basename(first)):
+        options, mode, what, rest = _split_options(argv[1:])
+        return _target(os.path.abspath(found), options, argv, os.path.basename(found), mode, what, rest)
+    # a script run by its first line: the kernel runs INTERPRETER [ARG] SCRIPT-PATH ARGS
+    with open(found, "rb") as f:
         line = f.readline(256)
-    if not line.startswith(b"#!") or b"python" not in line:
+    if not line.startswith(b"#!"):
         raise ValueError("%s is not a Python program" % first)
-    words = line[2:].decode().split()
-    interpreter = shutil.which(words[1]) if os.path.basename(words[0]) == "env" and len(words) > 1 else words[0]
-    if interpreter is None:
-        raise ValueError("the interpreter of %s is not on PATH" % first)
-    return Target(interpreter, script=path, argv0=first)
+    words = line[2:].decode().strip().split(None, 1)
+    if not words:
+        raise ValueError("%s is not a Python program" % first)
+    if os.path.basename(words[0]) == "env":
+        name = words[1].strip() if len(words) > 1 else ""
+        interpreter = shutil.which(name, path=path_env) if re.fullmatch(_PYTHON, name) else None
+        if interpreter is None:
+            raise ValueError("the interpreter of %s is not a Python on PATH" % first)
+        orig, comm, options = [name, found] + argv[1:], os.path.basename(interpreter), []
+    else:
+        interpreter = words[0]
+        if not re.fullmatch(_PYTHON, os.path.basename(interpreter)):
+            raise ValueError("%s is not a Python program" % first)
+        options = words[1:]
+        orig, comm = [interpreter] + options + [found] + argv[1:], os.path.basename(found)
+        _split_options(options + [found])  # refuses options we cannot reproduce
+    return _target(interpreter, options, orig, comm, "script", found, argv[1:])
+
+
+def _target(interpreter, options, orig_argv, comm, mode, what, rest) -> Target:
+    if mode == "module":
+        return Target(interpreter, options, orig_argv, comm[:15], module=what, argv=["-m"] + rest)
+    return Target(interpreter, options, orig_argv, comm[:15], script=what, argv=[what] + rest)
+
+
+def _split_options(args: list) -> tuple:
+    """(interpreter options as given, "script" or "module", the script or module, the program's args)."""
+    options = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("-") or arg == "-":
+            break
+        if arg == "--check-hash-based-pycs" and i + 1 < len(args):
+            options += args[i:i + 2]
+            i += 2
+            continue
+        if arg.startswith("--"):
+            raise ValueError("python option %s is not supported" % arg)
+        j = 1
+        while j < len(arg):
+            letter = arg[j]
+            if letter in _FLAGS:
+                j += 1
+                continue
+            if letter == "m":
+                if j > 1:
+                    options.append(arg[:j])
+                if arg[j + 1:]:
+                    return options, "module", arg[j + 1:], args[i + 1:]
+                if i + 1 >= len(args):
+                    raise ValueError("python -m needs a module")
+                return options, "module", args[i + 1], args[i + 2:]
+            if letter in "WX":
+                if not arg[j + 1:]:  # the value is the next word
+                    if i + 1 >= len(args):
+                        raise ValueError("python -%s needs a value" % letter)
+                    options += [arg, args[i + 1]]
+                    i += 1
+                else:
+                    options.append(arg)
+                break
+            raise ValueError("python option -%s is not supported" % letter)
+        else:
+            options.append(arg)
+        i += 1
+    if i >= len(args) or args[i] == "-":
+        raise ValueError("python runs no script")
+    return options, "script", args[i], args[i + 1:]
 
 
 # -- the preloader -------------------------------------------------------------------------------
@@ -172,7 +328,13 @@ class Preloader:
         self.children = {}  # pid -> the client's connection
         self.ended = []  # children reaped since the last fork: their groups may still hold members
         self.stale = ""  # why this preloader must not fork again (a preloaded file changed)
-        self.sys_path = list(sys.path)  # as the child must see it; sys.path[0] is set per start
+        self.sys_path = list(sys.path)  # as the child must see it, but for the script's folder
+        # sys.path[0] is this file's folder, where the child's is the script's (none under -P or -I)
+        self.path0 = bool(sys.path) and not getattr(sys.flags, "safe_path", False) and not sys.flags.isolated
+        # what CPython added to its environment at start (LC_CTYPE when it coerced the C locale): a cold
+        # start adds the same
+        pristine = pristine_environ()
+        self.startup_env = {k: v for k, v in os.environ.items() if pristine.get(k) != v and not k.startswith("DEVBOX_")}
 
     # imports
 
@@ -198,7 +360,7 @@ class Preloader:
                 skip = {n.strip() for n in f}
         # the project is not importable while preloading: a module that reaches for project code
         # (Django's settings, say) fails here and is left to the child
-        sys.path[:] = [p for p in self.sys_path[1:] if not self.project_file(p or ".")]
+        sys.path[:] = [p for p in self.sys_path[1 if self.path0 else 0:] if not self.project_file(p or ".")]
         count = 0
         try:
             for name in names:
@@ -280,7 +442,7 @@ class Preloader:
                 os.read(wake_r, 4096)
             self.reap()
             for pid, conn in list(self.children.items()):
-                if conn in readable and not conn.recv(1):  # the client was killed: end its child now
+                if conn in readable and not _recv_some(conn):  # the client was killed: end its child now
                     _killpg(pid, signal.SIGKILL)
             if accepting and sys.stdin in readable and not os.read(sys.stdin.fileno(), 4096):
                 retire("")  # devbox let go of this preloader: a newer one replaces it, or devbox went away
@@ -325,10 +487,7 @@ class Preloader:
             self.ended.append(pid)
             if conn is not None:
                 code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-                try:
-                    conn.sendall(b"exit %d\n" % code)
-                except OSError:
-                    pass
+                _send(conn, "exit %d" % code)
                 conn.close()
 
     def wait_children(self) -> None:
@@ -347,8 +506,9 @@ class Preloader:
         self.ended = []
 
     def start(self, conn: socket.socket) -> tuple:
-        """Fork a child for one client; in the child, return (target, argv, env, cwd)."""
+        """Fork a child for one client; in the child, return the client's request."""
         import marshal
+        import select
 
         fds = []
         try:
@@ -363,9 +523,9 @@ class Preloader:
                 if not more:
                     raise OSError("the client went away")
                 payload += more
-            argv, env, cwd = marshal.loads(payload)
+            argv, env, cwd, umask = marshal.loads(payload)
             why = self.refusal(argv, fds)
-        except (OSError, ValueError, EOFError, TypeError) as e:
+        except (OSError, ValueError, EOFError, TypeError, struct.error) as e:
             why = "a bad request (%s)" % e
         if why:
             for fd in fds:
@@ -374,20 +534,21 @@ class Preloader:
             conn.close()
             return ()
         self.wait_children()
+        settled_r, settled_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             for other in self.children.values():
                 other.close()
-            os.setsid()  # a group of its own: the stop path signals it as a whole
-            for i, fd in enumerate(fds):
-                os.dup2(fd, i)
-            for fd in fds:
-                if fd > 2:
-                    os.close(fd)
             conn.close()
-            return (argv, env, cwd)
+            os.close(settled_r)
+            return (fds, settled_w, argv, env, cwd, umask)
+        os.close(settled_w)
         for fd in fds:
             os.close(fd)
+        # the child shows its start's token in /proc before the client learns its pid: a stop from
+        # then on finds it by that token
+        select.select([settled_r], [], [], 2.0)
+        os.close(settled_r)
         self.children[pid] = conn
         _send(conn, "pid %d" % pid)
         return ()
@@ -409,66 +570,204 @@ class Preloader:
 
 # -- in the child ----------------------------------------------------------------------------------
 
-def run_child(preloader: Preloader, argv: list, env: dict, cwd: str) -> None:
-    """Become the server, as `python ARGV` would have started it (never returns)."""
-    import io
-    import runpy
-    import threading
+def become(preloader: Preloader, fds: list, settled: int, argv: list, env: dict, cwd: str, umask: int) -> None:
+    """Turn this forked process into ARGV as `python` would have started it, then run it (never returns).
+    The process's side first (what `ps` and /proc show); where that cannot be made the same, exec ARGV."""
+    import gc
 
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.set_wakeup_fd(-1)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    os.setsid()  # a session and group of its own, as `docker exec` gives the cold start
+    for i, fd in enumerate(fds):
+        os.dup2(fd, i)
+    _close_fds_from(3, keep=settled)
+    _default_signals()
+    os.umask(umask)
+    target = preloader.target
+    shown = set_process_view(target.orig_argv, env, target.comm)
+    try:
+        os.chdir(cwd)
+        script_ok = not target.script or os.path.isfile(target.script) and os.access(target.script, os.R_OK)
+    except OSError:
+        script_ok = False
+    os.write(settled, b"1")
+    os.close(settled)
+    if not shown or not script_ok:
+        # a missing script: Python's own one line; a process view we cannot set: exactly cold all the same
+        if not shown:
+            sys.stderr.write("devbox: preload: cannot set the server's command line here; cold start\n")
+            sys.stderr.flush()
+        exec_cold(argv, env)
     os.environ.clear()
     os.environ.update(env)
-    os.chdir(cwd)
+    os.environ.update(preloader.startup_env)
+    gc.unfreeze()  # a cold server collects what its imports made; so must this one
+    _python_view(preloader)
+    _new_stdio()
+    _record_modules(preloader)
+    run_main(target)
+
+
+def _close_fds_from(low: int, keep: int) -> None:
+    try:
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        open_fds = list(range(low, 1024))
+    for fd in open_fds:
+        if fd >= low and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _default_signals() -> None:
+    """Dispositions and mask as CPython sets them at start: SIGINT raises KeyboardInterrupt, SIGPIPE and
+    SIGXFSZ are ignored, everything else is the default (the preloader's SIGCHLD handler, and any a
+    preloaded module set, are undone)."""
+    signal.set_wakeup_fd(-1)
+    for signum in signal.valid_signals():
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            wanted = signal.SIG_DFL
+            if signum == signal.SIGINT:
+                wanted = signal.default_int_handler
+            elif signum in (getattr(signal, "SIGPIPE", 0), getattr(signal, "SIGXFSZ", 0)):
+                wanted = signal.SIG_IGN
+            current = signal.getsignal(signum)
+            # None: a handler set from C at start (faulthandler under -X dev), as a cold start has it
+            if current is not None and current != wanted:
+                signal.signal(signum, wanted)
+        except (OSError, ValueError):  # the C library's own real-time signals
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _python_view(preloader: Preloader) -> None:
+    """sys.argv, sys.orig_argv, sys.executable, sys.path and a fresh __main__, as CPython sets them."""
+    import types
+
     target = preloader.target
-    unbuffered = bool(env.get("PYTHONUNBUFFERED")) or "-u" in argv[1:3]
-    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):  # on the fds the client passed
+    sys.argv = list(target.argv)
+    if hasattr(sys, "orig_argv"):
+        sys.orig_argv = list(target.orig_argv)
+    sys.executable = target.interpreter
+    sys.path[:] = preloader.sys_path
+    if preloader.path0:
+        # a script: its real folder; -m: the current folder
+        sys.path[0] = os.path.dirname(os.path.realpath(target.script)) if target.script else os.getcwd()
+    import importlib.machinery
+
+    main = types.ModuleType("__main__")  # as pylifecycle's add_main_module makes it
+    main.__loader__ = importlib.machinery.BuiltinImporter
+    main.__annotations__ = {}
+    main.__builtins__ = sys.modules["builtins"]
+    sys.modules["__main__"] = main
+
+
+def _new_stdio() -> None:
+    """sys.stdin, stdout and stderr on fds 0-2, made as CPython's create_stdio makes them."""
+    import io
+
+    unbuffered = bool(getattr(sys.__stdout__, "write_through", False))  # -u or PYTHONUNBUFFERED, as started
+    for fd, name, write in ((0, "stdin", False), (1, "stdout", True), (2, "stderr", True)):
         old = getattr(sys, name)
-        raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
-        buffered = raw if unbuffered and fd > 0 else (io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw))
-        stream = io.TextIOWrapper(buffered, encoding=old.encoding, errors=old.errors,
-                                  line_buffering=fd > 0 and raw.isatty(), write_through=unbuffered or fd == 2)
+        buffering = 0 if unbuffered and write else -1
+        buf = io.open(fd, "wb" if write else "rb", buffering, None, None, None, False)
+        raw = buf.raw if buffering else buf
+        raw.name = "<%s>" % name
+        isatty = raw.isatty()
+        line_buffering = not unbuffered and (isatty or fd == 2)
+        stream = io.TextIOWrapper(buf, old.encoding, old.errors, "\n", line_buffering, unbuffered)
+        stream.mode = "w" if write else "r"
         setattr(sys, name, stream)
         setattr(sys, "__%s__" % name, stream)
-    sys.path[:] = preloader.sys_path
-    if target.module:
-        sys.path[0] = os.getcwd()
-        sys.argv = [target.module] + argv[argv.index(target.module) + 1:]
-    else:
-        script = os.path.abspath(target.script)
-        sys.path[0] = os.path.dirname(script)
-        # `python manage.py x`: ["manage.py", "x"]; a script run by its first line: its full path first
-        at = argv.index(target.argv0)
-        sys.argv = [target.script] + argv[at + 1:]
-    threading.Thread(target=_record_modules, args=(preloader,), daemon=True, name="devbox-modules").start()
-    if target.module:
-        runpy.run_module(target.module, run_name="__main__", alter_sys=True)
-    else:
-        runpy.run_path(target.script, run_name="__main__")
-    # returning ends the process as `python` would: non-daemon threads joined, atexit run
+
+
+def run_main(target: Target) -> None:
+    """Run the script or module in __main__; an uncaught exception prints as it would cold (without this
+    file's frames) and ends the interpreter the same way."""
+    try:
+        if target.module:
+            import runpy
+
+            runpy._run_module_as_main(target.module, alter_argv=True)  # what `python -m` runs
+        else:
+            _run_script(target)
+    except SystemExit:
+        raise  # the interpreter handles it as it would have: the code, or the message and 1
+    except BaseException as e:
+        tb = e.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == _HERE:
+            tb = tb.tb_next
+        sys.excepthook(type(e), e, tb)
+        # end as an uncaught exception would (1, or SIGINT for KeyboardInterrupt), without printing again
+        sys.excepthook = lambda *exc_info: None
+        raise
+    finally:
+        _write_modules()
+
+
+def _run_script(target: Target) -> None:
+    import importlib.machinery
+
+    main = sys.modules["__main__"]
+    filename = target.script if os.path.isabs(target.script) else os.path.join(os.getcwd(), target.script)
+    with open(filename, "rb") as f:
+        source = f.read()
+    main.__file__ = filename
+    main.__cached__ = None
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", filename)
+    code = compile(source, filename, "exec", dont_inherit=True)
+    exec(code, main.__dict__)
+    del main.__file__, main.__cached__  # as CPython does once the script ends
+
+
+# -- recording what the server imported, without a thread of its own -------------------------------------
+
+_recording = {}
 
 
 def _record_modules(preloader: Preloader) -> None:
-    """Write the modules imported from outside the project, a few times as the server warms up."""
+    """An audit hook notes each import; an event that comes RECORD_QUIET seconds after the last one (the
+    first request, say) writes the modules imported from outside the project for the next preloader.
+    A hook, not a thread: the server's thread count and its signals stay its own."""
     import time
 
-    written = None
-    for delay in (1, 4, 15, 40):
-        time.sleep(delay)
-        names = [name for name, module in list(sys.modules.items())
-                 if name != "__main__" and getattr(module, "__file__", None)
-                 and not preloader.project_file(module.__file__)]
-        if names == written:
-            continue
-        temporary = "%s.%d" % (preloader.modules_file, os.getpid())
+    state = _recording
+    state.update(preloader=preloader, last=time.monotonic(), dirty=True, busy=False, clock=time.monotonic)
+
+    def hook(event, args):
         try:
-            with open(temporary, "w") as f:
-                f.write("\n".join(names) + "\n")
-            os.replace(temporary, preloader.modules_file)
-            written = names
-        except OSError:
-            return
+            if event == "import":
+                state["last"], state["dirty"] = state["clock"](), True
+            elif state["dirty"] and not state["busy"] and state["clock"]() - state["last"] > RECORD_QUIET:
+                _write_modules()
+        except Exception:  # never the server's problem
+            pass
+
+    sys.addaudithook(hook)
+
+
+def _write_modules() -> None:
+    state = _recording
+    preloader = state.get("preloader")
+    if preloader is None or state["busy"]:
+        return
+    state["busy"], state["dirty"] = True, False
+    try:
+        names = []
+        for name, module in list(sys.modules.items()):
+            path = getattr(module, "__file__", None)
+            if name != "__main__" and isinstance(path, str) and not preloader.project_file(path):
+                names.append(name)
+        temporary = "%s.%d" % (preloader.modules_file, os.getpid())
+        with open(temporary, "w") as f:
+            f.write("\n".join(names) + "\n")
+        os.replace(temporary, preloader.modules_file)
+    except Exception:
+        pass
+    finally:
+        state["busy"] = False
 
 
 # -- small things ------------------------------------------------------------------------------------
@@ -483,6 +782,14 @@ def _send(conn: socket.socket, line: str) -> None:
         conn.sendall(line.encode() + b"\n")
     except OSError:
         pass
+
+
+def _recv_some(conn: socket.socket) -> bytes:
+    """What the client sent; b"" once it has gone (closed or reset: killed)."""
+    try:
+        return conn.recv(1)
+    except OSError:
+        return b""
 
 
 def _killpg(pid: int, sig: int) -> None:
@@ -524,40 +831,43 @@ def _stamp(path: str) -> tuple:
         return (0, 0)
 
 
+def serve_main(sock_path: str, project: str, argv: list) -> tuple:
+    """Become the preloader; in a forked child, return (the preloader, the client's request)."""
+    try:
+        target = resolve(argv, os.environ.get("PATH", os.defpath))
+    except (ValueError, OSError) as e:
+        say("off", str(e))
+        sys.exit(1)
+    if not os.environ.get(REEXEC_VAR):
+        # the server's own interpreter and options: its flags, sys.path and locale are then the preloader's
+        # (with the environment this process was given: not the one CPython changed when it started)
+        os.execve(target.interpreter, [target.interpreter, *target.options, _HERE, *sys.argv[1:]],
+                  {**pristine_environ(), REEXEC_VAR: "1"})
+    os.environ.pop(REEXEC_VAR, None)
+    if os.path.abspath(sys.executable) != os.path.abspath(target.interpreter):
+        say("off", "%s runs as %s, not %s" % (argv[0], sys.executable, target.interpreter))
+        sys.exit(1)
+    if not rename("devbox-preloader", "devbox-preload"):
+        say("off", "this container does not let a process set its command line (prctl PR_SET_MM_MAP)")
+        sys.exit(1)
+    preloader = Preloader(sock_path, project, argv, target)
+    return preloader, preloader.serve()
+
+
 def main() -> None:
     mode, sock_path = sys.argv[1], sys.argv[2]
     if mode == "client":
-        client(sock_path, sys.argv[3:])
+        client(sock_path)
         return
-    project, argv = sys.argv[3], sys.argv[5:]
-
-    def cannot(why: str) -> None:
-        if mode == "run":
-            for name in ("DEVBOX_PRELOADER", "DEVBOX_PRELOAD_REEXEC"):
-                os.environ.pop(name, None)
-            _cold(argv, "")  # silently: the preloader, started beside this run, says why to devbox
-        say("off", why)
-        sys.exit(1)
-
     try:
-        target = resolve(argv)
-    except (ValueError, OSError) as e:
-        cannot(str(e))
-    if os.path.realpath(target.interpreter) != os.path.realpath(sys.executable):
-        if os.environ.get("DEVBOX_PRELOAD_REEXEC"):
-            cannot("%s runs under %s, not %s" % (argv[0], target.interpreter, sys.executable))
-        os.environ["DEVBOX_PRELOAD_REEXEC"] = "1"
-        own = sys.argv if mode == "serve" else ["-c", BOOT, *sys.argv[1:]]  # run: sys.argv[0] is "-c"
-        os.execv(target.interpreter, [target.interpreter, *own])
-    os.environ.pop("DEVBOX_PRELOAD_REEXEC", None)
-    preloader = Preloader(sock_path, project, argv, target)
-    if mode == "run":
-        os.environ.pop("DEVBOX_PRELOADER", None)  # 20 KB the server has no use for
-        run_child(preloader, argv, dict(os.environ), os.getcwd())
-        return
-    job = preloader.serve()
-    if job:
-        run_child(preloader, *job)
+        preloader, job = serve_main(sock_path, sys.argv[3], sys.argv[5:])
+    except SystemExit:
+        raise
+    except BaseException as e:  # one line for devbox, never a traceback it throws away
+        say("off", "the preloader failed: %s: %s" % (type(e).__name__, e))
+        sys.exit(1)
+    if job:  # in a forked child, outside the handler above: the server's exceptions are its own
+        become(preloader, *job)
 
 
 if __name__ == "__main__":

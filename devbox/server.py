@@ -19,11 +19,12 @@ Two ways to signal the group, tried in this order:
 
 from __future__ import annotations
 
-__all__ = ["ServerProcess", "ExecLauncher", "StopStuck"]
+__all__ = ["ServerProcess", "ExecLauncher", "StopStuck", "command_argv"]
 
 import collections
 import os
 import re
+import shlex
 import signal
 import threading
 import time
@@ -71,7 +72,10 @@ scan() {{
   marked=""
   [ -n "$tok" ] && command -v grep >/dev/null 2>&1 || return 0
   for f in $(grep -lsa "{TOKEN_VAR}=$tok" /proc/[0-9]*/environ); do  # one grep for all processes
-    f=${{f#/proc/}}; marked="$marked ${{f%/environ}}"
+    f=${{f#/proc/}}; f=${{f%/environ}}
+    read -r line 2>/dev/null </proc/$f/stat || continue
+    set -- ${{line##*) }}
+    [ "$3" = "${{pg:--}}" ] || marked="$marked $f"  # the group's members get the group's signal, once
   done
 }}
 alive() {{
@@ -108,6 +112,21 @@ rm -f "$rec"
 """
 
 TAIL_LINES = 20
+_SHELL = re.compile(r"[$`|&;<>(){}*?\[\]~\\\n#]|^\w+=")  # what only a shell would make sense of
+
+
+def command_argv(command: str | tuple[str, ...]) -> list[str] | None:
+    """The command as an argv, if running it needs no shell (no variables, operators, redirections).
+    Such a string runs as that argv: `sh -c` would add a process of its own (dash does not exec the
+    last command), and the server would not be the one process with its command line."""
+    if isinstance(command, tuple):
+        return list(command)
+    if _SHELL.search(command.strip()):
+        return None
+    try:
+        return shlex.split(command) or None
+    except ValueError:
+        return None
 
 
 class StopStuck(ContainerError):
@@ -125,6 +144,7 @@ class ServerProcess:
     host_pid_checked: bool = False
     exit_code: int | None = None
     ready: bool = False  # the ready check passed once: an exit 3 from now on means "restart me"
+    preloaded: bool = False  # forked by the preloader (preload.py), not started cold
     exited: threading.Event = field(default_factory=threading.Event)
     log_matched: threading.Event = field(default_factory=threading.Event)
     tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
@@ -152,9 +172,11 @@ class ExecLauncher:
     # -- start -----------------------------------------------------------------------------------
 
     def start(self, command: str | tuple[str, ...], env: dict[str, str], log_pattern: str | None,
-              on_exit: Callable[[ServerProcess], None]) -> ServerProcess:
+              on_exit: Callable[[ServerProcess], None], extra_env: dict[str, str] | None = None) -> ServerProcess:
+        """Start the server; `extra_env` comes last, so that a preloader client that drops it leaves the
+        server's environment in the cold start's order."""
         token = uuid.uuid4().hex
-        environment = {**env, "RUN_MAIN": "true", "PYTHONUNBUFFERED": "1", TOKEN_VAR: token}
+        environment = {**env, "RUN_MAIN": "true", "PYTHONUNBUFFERED": "1", TOKEN_VAR: token, **(extra_env or {})}
         exec_id, stream = self._exec_stream(command, environment, SERVER_RECORD, "start the server")
         proc = ServerProcess(exec_id, token)
         pattern = re.compile(log_pattern) if log_pattern else None
@@ -163,7 +185,7 @@ class ExecLauncher:
         return proc
 
     def _exec_stream(self, command: str | tuple[str, ...], environment: dict[str, str], record: str, doing: str):
-        argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
+        argv = command_argv(command) or ["sh", "-c", command]
         try:
             exec_id = self.api.exec_create(self.container_id, ["sh", "-c", _WRAPPER, record, *argv],
                                            environment=environment, workdir=self.workdir)["Id"]

@@ -30,10 +30,11 @@ from .config import LOCAL_NAME, Config, load
 from .container import LABEL_HASH, Box, EventFollower, Outcome
 from .errors import ConfigError, ContainerError, ContainerGone, DevboxError, DockerUnavailable
 from .interrupts import Interrupts
+from .lock import runtime_dir
 from .logs import ServerLog
 from .prestart import Prestart
 from .ready import wait_ready
-from .preload import PreloadLauncher, wants_preload
+from .preload import ColdMemory, PreloadLauncher, wants_preload
 from .server import ExecLauncher, ServerProcess
 from .syntax import host_errors
 from .watch import Watcher, forget_bytecode, plan
@@ -128,6 +129,9 @@ class Supervisor:
         self.began = time.time()
         self.trace = os.environ.get("DEVBOX_TRACE") == "1"  # time each phase of a restart
         self.log = ServerLog(config.name)  # the server's output, for `devbox logs`
+        self.cold_check: ServerProcess | None = None  # a cold start telling whether preloading made one fail
+        self.cold_check_code: int | None = None  # how the preloaded one exited
+        self.said: set[str] = set()  # lines said once per `up` (a new launcher finds preloading off again)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -207,6 +211,11 @@ class Supervisor:
             return True
         return hurry
 
+    def _say_once(self, line: str) -> None:
+        if line not in self.said:
+            self.said.add(line)
+            self.say(line)
+
     def _trace(self, since: float, what: str) -> None:
         if self.trace:
             self.say(f"trace: {what} at {1000 * (time.monotonic() - since):.0f}ms")
@@ -271,7 +280,8 @@ class Supervisor:
             self.say(f"preload off: {why}")
         if preload:
             self.launcher = PreloadLauncher(self.client.api, self.container_id, cfg.workdir,
-                                            cfg.container_path(cfg.project_dir) or cfg.workdir, cfg.command, self.say)
+                                            cfg.container_path(cfg.project_dir) or cfg.workdir, cfg.command,
+                                            self._say_once, ColdMemory(runtime_dir() / f"{cfg.name}.preload.json"))
         else:
             self.launcher = ExecLauncher(self.client.api, self.container_id, cfg.workdir)
         self.launcher.log = self.log.write
@@ -565,6 +575,14 @@ class Supervisor:
             self._restart("server asked to restart (exit 3)", time.monotonic())
             return
         self._stop_server()  # the leader is gone; end whatever it left running
+        if proc.preloaded and not proc.ready and isinstance(self.launcher, PreloadLauncher) and not change_follows:
+            # was it preloading? the same start once more, cold, tells
+            self.say(f"preload: the server exited with code {code} before it was ready; starting it once cold")
+            self.launcher.start_cold_once()
+            self._start(self.reason, self.seen)
+            self.cold_check, self.cold_check_code = self.current, code
+            return
+        self.cold_check = None
         if code == 127:
             self.say(f"command not found in the container: `{_show(self.config.command)}` "
                      f"(check `command` in {self.config.file.name} and that the image has it)")
@@ -596,6 +614,13 @@ class Supervisor:
     def _on_probed(self, event: Probed) -> None:
         took = event.at - self.seen
         line = ""
+        if event.outcome == "ready" and (event.proc is not self.current or event.proc.exited.is_set()):
+            return  # what answered is not the server this start made (its exit is handled as such)
+        if event.outcome in ("ready", "no check") and event.proc is self.cold_check:
+            self.cold_check = None
+            if isinstance(self.launcher, PreloadLauncher):
+                self.launcher.serves_only_cold(f"the server exited with code {self.cold_check_code} before it was "
+                                               "ready when preloaded, and serves cold")
         if event.outcome in ("ready", "no check"):
             event.proc.ready = True
             self.last_ready = (time.time(), took)

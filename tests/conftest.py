@@ -178,13 +178,14 @@ class Project:
         return [r for r in rows if needle in r["args"] and not r["stat"].startswith("Z")]
 
     def servers(self, needle: str) -> list[dict]:
-        """The server processes running `needle`, cold or forked by the preloader: not the preloader
-        itself (the parent of a forked one) nor the client that waits for one."""
+        """The server processes running `needle`, cold or forked by the preloader (which, like its
+        client, shows as devbox's own: `devbox-preloader`, `devbox-preload-client`)."""
         rows = self.processes(needle)
         parents = {r["ppid"] for r in rows}
-        preloaders = {r["pid"] for r in rows if "preloader.py serve" in r["args"]}  # and the servers they forked
-        return [r for r in rows if "preloader.py client" not in r["args"] and r["pid"] not in parents
-                and not (r["pid"] in preloaders and r["ppid"] not in preloaders)]
+        return [r for r in rows if r["pid"] not in parents]
+
+    def preloaders(self) -> list[dict]:
+        return self.processes("devbox-preloader")
 
     def cleanup(self) -> None:
         for run in self.runs:
