@@ -384,6 +384,12 @@ class ExecLauncher:
         except Exception:
             return True  # no verdict: never hold a file back on a guess
 
+    def tree(self, proc: ServerProcess) -> str:
+        """One line per process of the server's tree, as reloaders.TREE_SCRIPT prints them."""
+        from .reloaders import TREE_SCRIPT
+
+        return self._run(["sh", "-c", TREE_SCRIPT, "devbox-tree", proc.token])
+
     def cancel(self) -> None:
         """End the one-off command under way, if any."""
         self._stop_by_exec("SIGKILL", 0, TASK_RECORD, "")

@@ -35,7 +35,8 @@ from .logs import ServerLog
 from .prestart import Prestart
 from .ready import wait_ready
 from .preload import ColdMemory, PreloadLauncher, wants_preload
-from .server import ExecLauncher, ServerProcess
+from .reloaders import own_reloader_hint, parse_tree
+from .server import ExecLauncher, ServerProcess, command_argv
 from .syntax import host_errors
 from .watch import Watcher, forget_bytecode, plan
 
@@ -131,6 +132,7 @@ class Supervisor:
         self.log = ServerLog(config.name)  # the server's output, for `devbox logs`
         self.cold_check: ServerProcess | None = None  # a cold start telling whether preloading made one fail
         self.cold_check_code: int | None = None  # how the preloaded one exited
+        self.reloader_looked = threading.Event()  # the first ready server's tree was looked at (once per `up`)
         self.said: set[str] = set()  # lines said once per `up` (a new launcher finds preloading off again)
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -628,6 +630,9 @@ class Supervisor:
             self.start_took = event.at - self.started  # the next probe waits for a share of it
         if event.outcome == "ready":
             line = f"ready in {took:.2f}s ({self.reason})"
+            if not self.reloader_looked.is_set():
+                threading.Thread(target=self._hint_own_reloader, args=(event.proc,), daemon=True,
+                                 name="devbox-reloader-hint").start()
         elif event.outcome == "no check":
             line = f"started in {took:.2f}s ({self.reason})"
         elif event.outcome == "timeout":
@@ -636,6 +641,19 @@ class Supervisor:
         if line:
             self.say(line)
             self._answer_waiting({"ok": event.proc.ready, "line": line})
+
+    def _hint_own_reloader(self, proc: ServerProcess) -> None:
+        """Say once if the framework's own reloader is on (it works, but only polls the files again)."""
+        launcher = self.launcher
+        try:
+            hint = own_reloader_hint(command_argv(self.config.command), parse_tree(launcher.tree(proc)))
+        except DevboxError:
+            return  # a hint, not a check: the container went away meanwhile
+        if proc is not self.current or proc.exited.is_set() or self.reloader_looked.is_set():
+            return  # being restarted while we looked: look again at the next ready server
+        self.reloader_looked.set()
+        if hint:
+            self.say(hint)
 
     def _answer_waiting(self, answer: dict[str, Any]) -> None:
         waiting, self.waiting = self.waiting, []
