@@ -699,7 +699,7 @@ def run_main(target: Target) -> None:
         tb = e.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename == _HERE:
             tb = tb.tb_next
-        sys.excepthook(type(e), e, tb)
+        sys.excepthook(type(e), e.with_traceback(tb), tb)  # CPython prints the exception's own traceback
         # end as an uncaught exception would (1, or SIGINT for KeyboardInterrupt), without printing again
         sys.excepthook = lambda *exc_info: None
         raise

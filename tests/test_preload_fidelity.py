@@ -8,6 +8,7 @@ keys left out are the ones a second cold start would change too (pids, the start
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -180,3 +181,133 @@ def test_a_preloaded_server_sees_exactly_what_a_cold_one_sees(project, python_im
         "/sbin/docker-init", "sleep", "devbox-preloader", "devbox-preload-client"}, shown
     assert argv[-1] in same[0]
     assert run.interrupt() == 0
+
+
+CRASHING_APP = """\
+import http.server
+import value
+
+
+def fail():
+    raise RuntimeError("boom " + value.VALUE)
+
+
+if value.VALUE.startswith("boom"):
+    fail()
+
+
+class Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = value.VALUE.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+http.server.HTTPServer(("0.0.0.0", 8000), Page).serve_forever()
+"""
+
+
+def blocks(output: str, first: str, last: str) -> list[list[str]]:
+    """The runs of lines from one matching `first` to the next matching `last` (the server's own, not
+    the ones devbox repeats after `  | `)."""
+    found, current = [], None
+    for line in output.splitlines():
+        if line.startswith("devbox:"):
+            continue
+        if current is None and first in line:
+            current = []
+        if current is not None:
+            current.append(line)
+            if last in line:
+                found.append(current)
+                current = None
+    return found
+
+
+def test_a_preloaded_crash_prints_the_cold_traceback_and_is_checked_cold_once(project, python_image):
+    project.config(CONFIG.format(command="python3 app.py"))
+    project.write("app.py", CRASHING_APP)
+    project.write("value.py", value_module("v0"))
+    run = project.up(env=TRACE)
+    wait_http(project.port, "v0")
+    preloaded_view_of_pages(project, run)
+    project.write("value.py", value_module("boom"))
+    run.wait_for(r"server exited with code 1; last lines")
+    assert run.count(r"start exec \(preloaded\)") >= 1
+    assert run.count(r"^devbox: preload: the server exited with code 1 before it was ready; starting it once cold") == 1
+    forked, cold = blocks(run.output, "Traceback (most recent call last):", "RuntimeError: boom boom")[-2:]
+    assert forked == cold, "\n".join(forked + ["-- cold --"] + cold)
+    assert forked[1:] and all("/.devbox" not in line and "runpy" not in line for line in forked), forked
+    assert "preload off" not in run.output  # it fails cold too: not preloading's doing
+    project.write("value.py", value_module("v9"))
+    wait_http(project.port, "v9")
+    assert run.interrupt() == 0
+
+
+def test_a_missing_script_gets_python_s_own_line_preloaded_or_cold(project, python_image):
+    project.config(CONFIG.format(command="python3 app/manage.py runserver"))
+    project.write("value.py", value_module("v0"))
+    run = project.up(env=TRACE)
+    line = "python3: can't open file '/app/app/manage.py': [Errno 2] No such file or directory"
+    run.wait_for(r"waiting for a change")
+    run.wait_for(r"trace: preloader ready")
+    project.write("value.py", value_module("v1"))
+    run.wait_for(r"waiting for a change", count=2)
+    assert run.count(r"start exec \(preloaded\)") == 1
+    assert run.count("^" + re.escape(line) + "$") == 3, run.output  # cold, forked, and the cold check
+    assert "Traceback" not in run.output and "FileNotFoundError" not in run.output
+    assert run.interrupt() == 0
+
+
+PID_LIB = "import os\n\nPID = os.getpid()  # the process that imported it\n"
+PID_APP = """\
+import os, sys
+import libpid
+if libpid.PID != os.getpid():
+    sys.exit("libpid was imported by another process")
+""" + CRASHING_APP
+
+
+def test_a_server_that_fails_only_when_preloaded_starts_cold_from_then_on_and_devbox_remembers(
+        project, python_image, tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "libpid.py").write_text(PID_LIB)
+    project.config(CONFIG.format(command="python3 app.py").replace(
+        'env: {{', f'mounts: [".:/app", "{lib}:/pylib:ro"]\nenv: {{{{PYTHONPATH: /pylib, '))
+    project.write("app.py", PID_APP)
+    project.write("value.py", value_module("v0"))
+    run = project.up(env=TRACE)
+    wait_http(project.port, "v0")
+    preloaded_view_of_pages(project, run)  # now the preloader holds libpid
+    project.write("value.py", value_module("v10"))
+    wait_http(project.port, "v10")
+    said = (r"^devbox: preload off: the server exited with code 1 before it was ready when preloaded, "
+            r"and serves cold; starting cold from now on$")
+    run.wait_for(said)
+    project.write("value.py", value_module("v11"))
+    wait_http(project.port, "v11")
+    assert "(cold)" in run.wait_for(r"trace: seen->act", count=run.count(r"trace: seen->act") or 1)
+    assert run.interrupt() == 0
+    # and the next `up` knows: it says so once, and never forks
+    again = project.up(env=TRACE)
+    wait_http(project.port, "v11")
+    project.write("value.py", value_module("v12"))
+    wait_http(project.port, "v12")
+    again.wait_for(said)
+    assert "(preloaded)" not in again.output and again.count(said) == 1
+    assert again.interrupt() == 0
+
+
+def preloaded_view_of_pages(project, run) -> None:
+    """Save until the preloader holds what a forked server imported (the pages answer the value)."""
+    holds = r"trace: the preloader now holds \d+ modules"
+    for i in range(1, 4):
+        project.write("value.py", value_module(f"w{i}"))
+        wait_http(project.port, f"w{i}")
+        if "(preloaded)" in run.wait_for(r"trace: seen->act", count=i):
+            wait_until(lambda: http_get(project.port) and run.count(holds), 20, "the preloader to take in the imports")
+            return
+    raise AssertionError("no start was preloaded:\n" + run.output)

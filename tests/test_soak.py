@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -19,3 +21,12 @@ def test_100_reloads_leave_nothing_behind_and_devbox_stays_flat(client, busybox_
     # sockets are released as the garbage collector runs (docker-py, urllib3): a few dozen come and go;
     # a leak of one per reload would add 100
     assert after["fds"] <= before["fds"] + 24, result
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_a_storm_of_saves_ends_serving_the_last_one_with_one_preloaded_server(client, python_image, seed):
+    # 120 saves 10-100 ms apart: stops land at every point of a preloaded start (before the client has
+    # its pid, while the child sets itself up, while the preloader reaps); bench/soak.py --storm runs 300 x 5
+    result = soak.storm(120, seed)
+    assert result["ok"], result
+    assert result["preloaded_starts"] > 10, result
