@@ -48,7 +48,8 @@ REEXEC_VAR = "DEVBOX_PRELOAD_REEXEC"
 # what a stop sends to the client's group: the stop reaches the server itself by its token, so the
 # client only has to outlive the signal, and must not pass it on (the server would get it twice)
 ABSORBED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
-RECORD_QUIET = 1.0  # seconds without an import before the child writes what it imported
+RECORD_QUIET = 0.2  # seconds without an import before the child writes what it imported
+RECORD_EVERY = 0.5  # seconds between writes during a burst of imports
 _HEADER = struct.Struct("!I")
 _HERE = os.path.abspath(__file__)
 
@@ -728,19 +729,25 @@ _recording = {}
 
 
 def _record_modules(preloader: Preloader) -> None:
-    """An audit hook notes each import; an event that comes RECORD_QUIET seconds after the last one (the
-    first request, say) writes the modules imported from outside the project for the next preloader.
-    A hook, not a thread: the server's thread count and its signals stay its own."""
+    """An audit hook notes each import, and writes the modules imported from outside the project for
+    the next preloader: when the server binds its socket (it has imported what it serves with), at
+    the first event RECORD_QUIET seconds after the last import (a request, say), and every
+    RECORD_EVERY seconds of a long burst of imports. A hook, not a thread: the server's thread count
+    and its signals stay its own."""
     import time
 
     state = _recording
-    state.update(preloader=preloader, last=time.monotonic(), dirty=True, busy=False, clock=time.monotonic)
+    clock = time.monotonic
+    state.update(preloader=preloader, last=clock(), written=clock(), dirty=True, busy=False, clock=clock)
 
     def hook(event, args):
         try:
             if event == "import":
-                state["last"], state["dirty"] = state["clock"](), True
-            elif state["dirty"] and not state["busy"] and state["clock"]() - state["last"] > RECORD_QUIET:
+                now = clock()
+                state["last"], state["dirty"] = now, True
+                if now - state["written"] > RECORD_EVERY:
+                    _write_modules()
+            elif state["dirty"] and (event == "socket.bind" or clock() - state["last"] > RECORD_QUIET):
                 _write_modules()
         except Exception:  # never the server's problem
             pass
@@ -754,6 +761,7 @@ def _write_modules() -> None:
     if preloader is None or state["busy"]:
         return
     state["busy"], state["dirty"] = True, False
+    state["written"] = state["clock"]()
     try:
         names = []
         for name, module in list(sys.modules.items()):

@@ -264,3 +264,39 @@ def test_preload_true_in_an_image_without_python_starts_cold_and_says_why_once(p
     assert run.count(r"^devbox: preload off: the image has no python3") == 1, run.output
     assert "cannot run" not in run.output and "preload: " not in run.output
     assert run.interrupt() == 0
+
+
+RESET_CLIENT = r"""
+import marshal, os, socket, struct, sys
+argv = sys.argv[1:]
+conn = socket.socket(socket.AF_UNIX)
+conn.connect("/.devbox/preload.sock")
+env = {"PATH": os.environ["PATH"], "DEVBOX_SERVER_ID": "reset-test"}
+payload = marshal.dumps((argv, env, "/app", 0o22))
+null = os.open("/dev/null", os.O_RDWR)
+conn.sendmsg([struct.pack("!I", len(payload)), payload],
+             [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("3i", null, null, null))])
+conn.settimeout(10)
+print(conn.recv(64, socket.MSG_PEEK).decode().strip())  # the pid line is there, unread
+conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+conn.close()  # as a client killed before it read its pid: the preloader gets a connection reset
+"""
+
+
+def test_a_client_gone_before_it_read_its_pid_ends_its_child_and_the_preloader_lives_on(project, tmp_path, python_image):
+    # The stop's SIGTERM can reach a client between its request and its reading of the pid line.
+    plain_project(project, tmp_path)
+    run = project.up(env=TRACE)
+    saves = warm(project, run, "value.py")
+    [preloader] = project.preloaders()
+    result = project.container().exec_run(["python3", "-c", RESET_CLIENT, "python3", "app.py"])
+    assert result.output.decode().startswith("pid "), result.output
+    child = result.output.decode().split()[1]
+    container = project.container()
+    wait_until(lambda: container.exec_run(["sh", "-c", f"kill -0 {child}"]).exit_code != 0, 10,
+               "the preloader to end the child of the client that went away")
+    assert [row["pid"] for row in project.preloaders()] == [preloader["pid"]], run.output
+    saves += 1
+    assert "(preloaded)" in save(project, run, "value.py", "v8", saves, expect="v8 hi lib-a")
+    assert "preload off" not in run.output
+    assert run.interrupt() == 0
