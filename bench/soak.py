@@ -60,6 +60,18 @@ def container_processes(client: docker.DockerClient, project: str) -> list[dict]
     return [dict(zip(("pid", "pgid", "stat", "args"), row)) for row in top.get("Processes") or []]
 
 
+def end_up(proc: subprocess.Popen, client: docker.DockerClient, project: str) -> None:
+    """Ctrl-C the `devbox up` (bounded), then remove the project's container."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    for container in client.containers.list(all=True, filters={"label": f"devbox.project={project}"}):
+        container.remove(force=True)
+
+
 def soak(reloads: int, project: str | None = None, label_prefix: str = "dbt-") -> dict:
     images.build_busybox()
     client = docker.from_env()
@@ -122,14 +134,7 @@ def soak(reloads: int, project: str | None = None, label_prefix: str = "dbt-") -
             "ready_p99_s": round(sorted(ready[1:])[max(0, int(len(ready[1:]) * 0.99) - 1)], 3),
         }
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for container in client.containers.list(all=True, filters={"label": f"devbox.project={project}"}):
-            container.remove(force=True)
+        end_up(proc, client, project)
     return result
 
 
@@ -220,14 +225,7 @@ def storm(saves: int, seed: int, label_prefix: str = "dbt-") -> dict:
             result["processes"] = processes
             result["output_tail"] = output.splitlines()[-30:]
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for container in client.containers.list(all=True, filters={"label": f"devbox.project={project}"}):
-            container.remove(force=True)
+        end_up(proc, client, project)
         out.close()
     return result
 

@@ -645,6 +645,8 @@ class Supervisor:
     def _hint_own_reloader(self, proc: ServerProcess) -> None:
         """Say once if the framework's own reloader is on (it works, but only polls the files again)."""
         launcher = self.launcher
+        if launcher is None:
+            return
         try:
             hint = own_reloader_hint(command_argv(self.config.command), parse_tree(launcher.tree(proc)))
         except DevboxError:

@@ -142,7 +142,7 @@ def test_crash_waits_for_a_change_then_serves_again(project, python_image):
     starts = run.count("^starting$")
     # no restart loop: the container stays, nothing restarts the crashed server on its own
     time.sleep(1.5)  # an observation window for something that must NOT happen
-    assert run.count("exited with code") == 1
+    assert run.count("^devbox: server exited with code") == 1
     assert run.count("^starting$") == starts
     project.write("app.py", (project.path / "app.py").read_text().replace("raise RuntimeError('broken at import')", "") +
                   'import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n'
