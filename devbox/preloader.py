@@ -597,13 +597,18 @@ def become(preloader: Preloader, fds: list, settled: int, argv: list, env: dict,
             sys.stderr.write("devbox: preload: cannot set the server's command line here; cold start\n")
             sys.stderr.flush()
         exec_cold(argv, env)
-    os.environ.clear()
-    os.environ.update(env)
-    os.environ.update(preloader.startup_env)
-    gc.unfreeze()  # a cold server collects what its imports made; so must this one
-    _python_view(preloader)
-    _new_stdio()
-    _record_modules(preloader)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        os.environ.update(preloader.startup_env)
+        gc.unfreeze()  # a cold server collects what its imports made; so must this one
+        _python_view(preloader)
+        _new_stdio()
+        _record_modules(preloader)
+    except Exception as e:  # a bug of ours must not be the server's: run it cold, and say so
+        os.write(2, b"devbox: preload: cannot set up the server (%s: %s); cold start\n"
+                 % (type(e).__name__.encode(), str(e).encode(errors="replace")))
+        exec_cold(argv, env)
     run_main(target)
 
 
