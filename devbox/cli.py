@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = ["main"]
 
 import argparse
+import os
 import sys
 import traceback
 from typing import Sequence
@@ -320,6 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted")
         return 130
+    except BrokenPipeError:
+        # the reader went away (`devbox logs | head -1`): end quietly with 0, as `cat` does; what is
+        # still buffered for stdout goes nowhere rather than failing again at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # a bug or an unexpected Docker failure: still one line unless --debug
         if args.debug:
             traceback.print_exc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 
 APP = """\
@@ -142,3 +143,25 @@ def test_another_user_cannot_drive_a_running_up(project, busybox_image):
     assert other.stdout.startswith("refused 13"), (other.stdout, other.stderr)  # EACCES: a private folder
     assert run.count(r"ready in") == 1  # nothing restarted
     assert run.interrupt() == 0
+
+
+def test_a_reader_that_goes_away_ends_a_verb_quietly_with_0(tmp_path):
+    # `devbox logs -n 200 | head -1`: a closed pipe ends the verb as it ends `cat`, not with a BrokenPipeError
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    runtime = tmp_path / "runtime"
+    project = tmp_path / "app"
+    project.mkdir()
+    (project / "devbox.yaml").write_text("name: dbt-pipe\nimage: devbox-test/busybox:1\ncommand: httpd -f\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_RUNTIME_DIR": str(runtime)}
+    subprocess.run([sys.executable, "-c", "from devbox.logs import ServerLog\n"
+                    "ServerLog('dbt-pipe').write([f'line {i} ' + 'x' * 60 for i in range(20000)])"],
+                   cwd=project, env=env, check=True)
+    for _ in range(3):
+        result = subprocess.run(f"set -o pipefail; '{sys.executable}' -m devbox logs -n 20000 | head -1",
+                                shell=True, executable="/bin/bash", cwd=project, env=env, capture_output=True,
+                                text=True, timeout=30)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "line 0 " + "x" * 60 + "\n", "")
