@@ -3,7 +3,7 @@
 The shape of `devbox status --json` (documented in the README; keys are always present):
 
     {"project": str, "folder": str,
-     "container": {"name", "id", "state", "image", "created"} | null,
+     "container": {"name", "id", "state", "image", "image_id", "created"} | null,
      "up": {"pid", "since"} | null,                       # the running `devbox up`, if any
      "server": {"pid", "uptime_s", "ready", "started_because"} | null,
      "restarts": int | null, "last_ready": {"at", "took_s"} | null,
@@ -34,7 +34,8 @@ def gather(config: Config) -> dict[str, Any]:
     info = None
     if container is not None:
         info = {"name": container.name, "id": container.id, "state": container.status,
-                "image": container.attrs["Config"]["Image"], "created": container.attrs["Created"]}
+                # by name (`devbox-web:dev` for a `build:`), as the user wrote or devbox tagged it; the id beside it
+                "image": box.image_name, "image_id": container.attrs["Image"], "created": container.attrs["Created"]}
     services = []
     if config.compose is not None and config.compose.services:
         from .compose import Services

@@ -35,6 +35,7 @@ def test_multistage_target_with_a_cache_mount_builds_and_runs(project, busybox_i
     run.wait_for(r"^stage=dev-one$", timeout=60)
     wait_http(project.port, "built")
     assert project.container().exec_run(["cat", "/built"]).output == b"cached\n"
+    assert f"image devbox-{project.name}:dev," in project.run("status").stdout  # its name, not a sha256 id
     assert run.interrupt() == 0
 
     again = project.up()  # nothing changed: no build, the same container
