@@ -27,7 +27,8 @@ from docker.types import Mount as DockerMount
 
 from .build import Builder, image_tag
 from .config import Config
-from .errors import ContainerError, DevboxError, ImageError, PortInUse, UsageError, docker_error, docker_reason
+from .errors import ContainerError, DevboxError, ImageError, UsageError, docker_error, docker_reason
+from .ports import port_in_use_error
 
 LABEL_PROJECT = "devbox.project"
 LABEL_HASH = "devbox.config-hash"
@@ -253,10 +254,8 @@ class Box:
         except docker.errors.APIError as e:
             text = str(getattr(e, "explanation", "") or e)
             if "already allocated" in text or "address already in use" in text:
-                ports = ", ".join(str(p.host_port) for p in self.config.ports if str(p.host_port) in text) or \
-                    ", ".join(str(p.host_port) for p in self.config.ports)
-                raise PortInUse(f"port {ports} is already in use on this machine: stop what uses it "
-                                f"or change `ports` in {self.config.file.name}") from e
+                named = [p for p in self.config.ports if str(p.host_port) in text] or list(self.config.ports)
+                raise port_in_use_error(self.config, named) from e
             if "executable file not found" in text and "sleep" in text:
                 raise ContainerError(f"image '{self.image_name}' has no `sleep` to keep the container alive: "
                                      "devbox needs a shell and sleep in the image") from e

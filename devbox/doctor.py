@@ -5,10 +5,10 @@ from __future__ import annotations
 __all__ = ["Check", "run_checks"]
 
 import os
-import socket
 from typing import Iterator, NamedTuple
 
 from .config import Config
+from .ports import taken_ports
 
 
 class Check(NamedTuple):
@@ -113,20 +113,15 @@ def _ports(config: Config, client) -> Iterator[Check]:
         container = Box(client, config, say).find()
         if container is not None and container.status == "running":
             ours = {p.host_port for p in config.ports}  # published by devbox's own container
+    taken = taken_ports([p for p in config.ports if p.host_port not in ours])
     for port in config.ports:
         if port.host_port in ours:
             yield Check("ok", f"port {port.host_port}: published by devbox-{config.name}")
-            continue
-        family = socket.AF_INET6 if ":" in port.host_ip else socket.AF_INET
-        kind = socket.SOCK_DGRAM if port.protocol == "udp" else socket.SOCK_STREAM
-        with socket.socket(family, kind) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((port.host_ip, port.host_port))
-                yield Check("ok", f"port {port.host_port}: free")
-            except OSError:
-                yield Check("fail", f"port {port.host_port}: in use by another program: stop it, or change "
-                                    f"`ports` in {config.file.name}")
+        elif port in taken:
+            yield Check("fail", f"port {port.host_port}: in use by another program: stop it, or change "
+                                f"`ports` in {config.file.name}")
+        else:
+            yield Check("ok", f"port {port.host_port}: free")
 
 
 def _image(config: Config, client) -> Iterator[Check]:

@@ -32,6 +32,7 @@ from .errors import ConfigError, ContainerError, ContainerGone, DevboxError, Doc
 from .interrupts import Interrupts
 from .lock import runtime_dir
 from .logs import ServerLog
+from .ports import port_in_use_error, taken_ports
 from .prestart import Prestart
 from .ready import wait_ready
 from .preload import ColdMemory, PreloadLauncher, wants_preload
@@ -226,6 +227,7 @@ class Supervisor:
 
     def _bring_up(self, began: float) -> None:
         prestarted = self.prestart is not None and self.prestart.started()
+        self._check_ports(prestarted)
         if self.config.compose is not None:
             self._services_up()
         try:
@@ -248,6 +250,17 @@ class Supervisor:
         self._ensure_setup(container, outcome)
         self._start("start", began)
         self._trace(began, "server exec started")
+
+    def _check_ports(self, prestarted: bool) -> None:
+        """A port another program holds ends `up` now, not after a build or the services' start."""
+        if prestarted or not self.config.ports:
+            return  # the container devbox just started publishes them
+        container = self.box.find()
+        if container is not None and container.status == "running":
+            return
+        taken = taken_ports(self.config.ports)
+        if taken:
+            raise port_in_use_error(self.config, taken)
 
     def _services_up(self) -> None:
         """Start the Compose services `compose:` names (left running by Ctrl-C, stopped by `down`)."""

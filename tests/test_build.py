@@ -94,3 +94,18 @@ def test_the_legacy_builder_builds_plain_dockerfiles_and_names_what_it_cannot(pr
     project.write("Dockerfile", DOCKERFILE.format(stage="x"))
     failed = project.run("up", env={"DEVBOX_BUILDER": "legacy"})
     assert failed.returncode == 1 and "(BuildKit syntax: install Compose v2)" in failed.stderr, failed.stderr
+
+
+def test_a_taken_port_fails_up_before_the_build(project, busybox_image):
+    import socket
+
+    project.write("Dockerfile", DOCKERFILE.format(stage="one"))
+    project.write("www/index.html", "v1\n")
+    project.config(APP)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", project.port))
+        taken.listen()
+        run = project.up()
+        assert run.wait(30) == 1
+    assert f"port {project.port} is already in use on this machine" in run.output
+    assert "building" not in run.output, run.output  # found before the seconds a build takes
