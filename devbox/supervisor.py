@@ -629,8 +629,6 @@ class Supervisor:
     def _on_probed(self, event: Probed) -> None:
         took = event.at - self.seen
         line = ""
-        if event.outcome == "ready" and (event.proc is not self.current or event.proc.exited.is_set()):
-            return  # what answered is not the server this start made (its exit is handled as such)
         if event.outcome in ("ready", "no check") and event.proc is self.cold_check:
             self.cold_check = None
             if isinstance(self.launcher, PreloadLauncher):
@@ -738,6 +736,8 @@ class Supervisor:
                                  expected=self.start_took)
         except Exception as e:  # a bug in a probe must not leave the loop waiting without a word
             outcome = f"failed ({type(e).__name__}: {e})"
+        if outcome == "ready" and proc.exited.is_set():
+            outcome = "exited"  # what answered is not this server, which had gone (its exit is handled as such)
         self.events.put(Probed(proc, outcome, time.monotonic()))
 
     def _stop_server(self, hurry: Callable[[], bool] | None = None) -> None:
