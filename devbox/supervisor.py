@@ -70,6 +70,7 @@ class Probed:
 @dataclass
 class Stop:
     why: str  # the signal's name, or "down"
+    count: int = 0  # signals counted when it was sent: any signal after it hurries the stop
 
 
 @dataclass
@@ -125,6 +126,7 @@ class Supervisor:
         self.generation = 0  # counts starts, so that a planned retry knows whether it is still due
         self.quick_exits = 0  # exits 3 in a row that came soon after the start
         self.stopped_by = ""
+        self.stop_mark = 1 << 30  # the signal count of the Stop that ended the loop (none yet)
         self.waiting: list[Callable[[dict[str, Any]], None]] = []  # `devbox restart`s waiting for the ready line
         self.last_ready: tuple[float, float] | None = None  # (when, how long it took)
         self.start_took = 0.0  # from the exec to ready, last time
@@ -156,7 +158,7 @@ class Supervisor:
             batch = self._next_batch()
             for event in batch:
                 if isinstance(event, Stop):
-                    self.stopped_by = event.why
+                    self.stopped_by, self.stop_mark = event.why, event.count
                     return
                 if isinstance(event, Failed):
                     raise DevboxError(event.message)
@@ -198,15 +200,21 @@ class Supervisor:
         # Only enqueue (SimpleQueue.put is safe in a handler): the loop acts. Nothing here may take a lock,
         # printing included: the handler runs in the main thread, which may hold that lock at that moment.
         # A later signal hurries the stop (SIGKILL now); it never abandons it.
-        self.events.put(Stop(name))
+        self.events.put(Stop(name, self.interrupts.count))
 
-    def _hurried_since(self, mark: int) -> Callable[[], bool]:
-        """A `hurry` for a stop: true once a signal came after `mark`; says so, once, for a second signal."""
-        said = False
+    def _hurried_since(self, mark: int, note_after: float | None = None) -> Callable[[], bool]:
+        """A `hurry` for a stop: true once a signal came after `mark`; says so, once, for a second signal.
+        With `note_after`: a stop still waiting after that many seconds says, once, how to hurry it (so the
+        user, and a test, know the first signal was taken)."""
+        said = noted = False
+        began = time.monotonic()
 
         def hurry() -> bool:
-            nonlocal said
+            nonlocal said, noted
             if not self.interrupts.since(mark):
+                if note_after is not None and not noted and time.monotonic() - began > note_after:
+                    noted = True
+                    self.say("still stopping the server; Ctrl-C again ends it now")
                 return False
             if not said and self.interrupts.count > 1:
                 said = True
@@ -384,7 +392,7 @@ class Supervisor:
                 except queue.Empty:
                     break
                 if isinstance(event, Stop):
-                    self.stopped_by = event.why
+                    self.stopped_by, self.stop_mark = event.why, event.count
                     raise Interrupted
                 kept.append(event)
         finally:
@@ -423,7 +431,8 @@ class Supervisor:
             self.say(str(e))
 
     def _shut_down(self) -> None:
-        mark = self.interrupts.count  # a signal from now on hurries the stop
+        # a signal after the one that stopped us hurries the stop, even one that came before the loop got here
+        mark = min(self.interrupts.count, self.stop_mark)
         output.stop_waiting()
         if self.follower is not None:
             self.follower.close()
@@ -432,7 +441,7 @@ class Supervisor:
         if self.launcher is None:
             return
         try:
-            self._stop_server(hurry=self._hurried_since(mark))
+            self._stop_server(hurry=self._hurried_since(mark, note_after=1.0))
         except DevboxError as e:
             self.say(str(e))
         self.launcher.close()
