@@ -39,12 +39,16 @@ class ControlServer:
         os.chmod(self.path, 0o600)
         self._sock.listen(8)
         self._closed = False
+        self._answering: set[threading.Thread] = set()  # requests whose answer may not be sent yet
         threading.Thread(target=self._serve, name="devbox-control", daemon=True).start()
 
     def close(self) -> None:
         self._closed = True
         self._sock.close()
         self.path.unlink(missing_ok=True)
+        # `devbox down` is answered just before `up` ends: let that answer leave before the process does
+        for thread in list(self._answering):
+            thread.join(1.0)
 
     def _serve(self) -> None:
         while not self._closed:
@@ -52,7 +56,9 @@ class ControlServer:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True, name="devbox-control-request").start()
+            thread = threading.Thread(target=self._answer, args=(conn,), daemon=True, name="devbox-control-request")
+            self._answering = {t for t in self._answering if t.is_alive()} | {thread}
+            thread.start()
 
     def _answer(self, conn: socket.socket) -> None:
         with conn:
