@@ -188,6 +188,7 @@ class PreloadLauncher(ExecLauncher):
         self.off = ""  # why preloading is off for the rest of this launcher's life
         self.restarts = 0
         self.cold_once = False  # the next start is cold: is preloading why the last one failed?
+        self.env: dict[str, str] = {}  # the server's environment at the last start (keys ColdMemory)
         self.last_start = ""  # "preloaded" or "cold" (for the trace); "": no start yet
 
     def start(self, command: str | tuple[str, ...], env: dict[str, str], log_pattern: str | None,
@@ -195,9 +196,11 @@ class PreloadLauncher(ExecLauncher):
         server_env = {**env, "RUN_MAIN": "true", "PYTHONUNBUFFERED": "1"}
         # The first start does not wait for its new preloader, which has nothing to import yet: it
         # starts cold at once, with the preloader starting beside it.
-        exe = self._ready_preloader(server_env, wait=bool(self.last_start))
-        if self.cold_once:
+        self.env = server_env
+        if self.cold_once:  # no wait for a preloader this start would not use
             self.cold_once, exe = False, ""
+        else:
+            exe = self._ready_preloader(server_env, wait=bool(self.last_start))
         if exe:
             self.last_start = "preloaded"
             proc = super().start((exe, "-I", "-S", PRELOADER_FILE, "client", SOCKET), env, log_pattern, on_exit,
@@ -268,13 +271,11 @@ class PreloadLauncher(ExecLauncher):
 
     def _turn_off(self, why: str, env: dict[str, str] | None = None) -> None:
         """Preloading is off for this command from now on (called with the lock held)."""
-        env = env if env is not None else (self.preloader.env if self.preloader is not None else None)
         if self.preloader is not None:
             self.preloader.close()  # it takes no more starts, and ends with the server it forked
             self.preloader = None
         self.off = why or "the preloader exited"
-        if env is not None:
-            self.memory.put(self._key(env), self.off)
+        self.memory.put(self._key(env if env is not None else self.env), self.off)
         self.say(f"preload off: {self.off}; starting cold from now on")
 
     def invalidate(self) -> None:

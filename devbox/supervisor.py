@@ -260,9 +260,11 @@ class Supervisor:
         self._trace(began, "server exec started")
 
     def _check_ports(self, prestarted: bool) -> None:
-        """A port another program holds ends `up` now, not after a build or the services' start."""
-        if prestarted or not self.config.ports:
-            return  # the container devbox just started publishes them
+        """A port another program holds ends `up` now, not after a build or the services' start (without
+        those, the container's own start finds it as soon)."""
+        nothing_slow_first = self.config.build is None and self.config.compose is None
+        if prestarted or not self.config.ports or nothing_slow_first:
+            return  # (prestarted: the container devbox just started publishes them)
         container = self.box.find()
         if container is not None and container.status == "running":
             return
