@@ -8,9 +8,13 @@ Dockerfiles) and a BuildKit-only Dockerfile fails with a line saying to
 install Compose. `DEVBOX_BUILDER=compose|legacy` picks one.
 
 An image is built when it is missing, when its build inputs changed (the
-Dockerfile, args, target, and the files of the context not excluded by
-.dockerignore, by path, size and mtime), or when asked (`up --build`, the
-`rebuild` rule). The inputs' hash is a label on the image.
+Dockerfile, args, target, .dockerignore, and the files of the context not
+excluded by .dockerignore, by path, size and mtime), or when asked (`up
+--build`, the `rebuild` rule). The inputs' hash is a label on the image.
+Files under a bind mount are not inputs: the server sees them through the
+mount, so an edit there never rebuilds; except the files the Dockerfile names
+(`COPY requirements.txt .`, `pip install -r requirements.txt`), which the image
+installs from. A rebuild removes the untagged image it replaced.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import docker.errors
 from .compose import ToolMissing, find_compose
 from .config import Build, Config
 from .errors import ImageError, docker_error
+from .dockerfile import read_dockerfile
 from .ignore import IgnoreRules
 
 LABEL_BUILD_HASH = "devbox.build-hash"
@@ -68,11 +73,13 @@ def _dockerignore(context: Path) -> IgnoreRules:
     return IgnoreRules(anchored)
 
 
-def inputs_hash(build: Build) -> str:
-    """What the image is built from: a change here rebuilds it."""
+def inputs_hash(build: Build, mounted: tuple[Path, ...] = ()) -> str:
+    """What the image is built from: a change here rebuilds it. `mounted`: host folders the container
+    sees through bind mounts, whose files count only where the Dockerfile names them."""
     digest = hashlib.sha256(json.dumps([build.dockerfile, dict(build.args), build.target]).encode())
     rules = _dockerignore(build.context)
     dockerfile = (build.context / build.dockerfile).resolve()
+    named = read_dockerfile(dockerfile, build.target) if mounted else None
     seen = 0
     for root, dirs, files in os.walk(build.context):
         relative_root = Path(root).relative_to(build.context).as_posix()
@@ -80,8 +87,11 @@ def inputs_hash(build: Build) -> str:
         dirs[:] = sorted(d for d in dirs if not rules.ignored(relative_root + d, True))
         for name in sorted(files):
             path = Path(root) / name
-            if rules.ignored(relative_root + name) and path.resolve() != dockerfile:
+            special = path.resolve() == dockerfile or relative_root + name == ".dockerignore"
+            if rules.ignored(relative_root + name) and not special:
                 continue
+            if not special and named is not None and _under(path, mounted) and not named.names(relative_root + name):
+                continue  # the server sees it through the mount: an edit restarts, never rebuilds
             try:
                 info = path.stat()
             except OSError:
@@ -97,20 +107,27 @@ def inputs_hash(build: Build) -> str:
     return digest.hexdigest()[:16]
 
 
+def _under(path: Path, folders: tuple[Path, ...]) -> bool:
+    return any(path == folder or folder in path.parents for folder in folders)
+
+
 class Builder:
     def __init__(self, client: docker.DockerClient, config: Config, say: Callable[[str], None]):
         assert config.build is not None
         self.client, self.config, self.build, self.say = client, config, config.build, say
         self.tag = image_tag(config)
+        self.replaced: str | None = None  # the image a build replaced, for `drop_replaced` once unused
 
     def ensure(self, force: bool = False) -> str:
         """The built image's id, building it if missing, stale or `force`d."""
-        wanted = inputs_hash(self.build)
+        wanted = inputs_hash(self.build, tuple(m.source for m in self.config.mounts))
+        previous = None
         try:
             image = self.client.images.get(self.tag)
             if not force and (image.labels or {}).get(LABEL_BUILD_HASH) == wanted:
                 return image.id
             why = "asked to" if force else "its inputs changed"
+            previous = image.id
         except docker.errors.ImageNotFound:
             why = "no image yet"
         except Exception as e:
@@ -129,9 +146,13 @@ class Builder:
                 compose = None
             if compose is not None:
                 self.say(f"building {self.tag} with BuildKit ({why}; {compose})")
-                return self._build_with_compose(compose, wanted)
+                return self._built(self._build_with_compose(compose, wanted), previous)
         self.say(f"building {self.tag} with the engine's legacy builder ({why}; no Compose v2 found)")
-        return self._build_legacy(wanted)
+        return self._built(self._build_legacy(wanted), previous)
+
+    def _built(self, image_id: str, previous: str | None) -> str:
+        self.replaced = previous if previous and previous != image_id else None
+        return image_id
 
     def _labels(self, wanted: str) -> dict[str, str]:
         return {LABEL_BUILD_HASH: wanted, "devbox.project": self.config.name}

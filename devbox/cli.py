@@ -41,7 +41,8 @@ def _up(args: argparse.Namespace, interrupts) -> int:
     from .prestart import Prestart
 
     config = _config(args)
-    with UpLock(config.name, config.project_dir):
+    busy = "`devbox rebuild` asks it to rebuild the image" if args.build else "use that one, or stop it with Ctrl-C first"
+    with UpLock(config.name, config.project_dir, busy):
         prestart = None if args.recreate else Prestart(f"devbox-{config.name}")
         try:
             from .control import ControlServer
@@ -90,31 +91,58 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def _stop_services(config: Config, box, volumes: bool) -> list[str]:
-    """Stop the Compose services that `up` started (and with `volumes`, remove their named volumes)."""
+    """`down`: remove the Compose services that `up` started (a service the user started stays theirs);
+    `down --volumes`: every service devbox.yaml names, whoever started it, with their named volumes. Then
+    the Compose network, once nothing is left on it. The names of the volumes removed."""
     from .compose import Services, forget_started, started_by_up
 
-    started = started_by_up(config.name)
-    if config.compose is None or not started:
+    if config.compose is None:
         return []
-    services = Services.resolve(config.compose.file, tuple(started), config.file.name)
-    services.stop(started, volumes=volumes)
-    say(f"{'removed' if volumes else 'stopped'} compose services {', '.join(started)} (started by `devbox up`)")
+    names = list(config.compose.services) if volumes else started_by_up(config.name)
+    if not names:
+        return []
+    services = Services.resolve(config.compose.file, tuple(names), config.file.name)
+    present = [name for name, (state, _) in services.states().items() if name in names and state]
     forget_started(config.name)
     removed = []
-    for name in services.named_volumes(started) if volumes else []:
+    if present:
+        services.stop(present, volumes=volumes)
+        say(f"removed compose services {', '.join(present)}" +
+            ("" if volumes else " (started by `devbox up`)"))
+    for name in services.named_volumes(names) if volumes else []:
         try:
             box.client.volumes.get(name).remove(force=True)
             removed.append(name)
         except Exception:
             pass  # already gone, or still used by another service of the project
+    try:
+        network = box.client.networks.get(services.network)
+        network.reload()
+        if not network.attrs.get("Containers"):
+            network.remove()
+            say(f"removed network {services.network}")
+    except Exception:
+        pass  # gone already, or other containers of the Compose project still use it
     return removed
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
+    return _ask_up(_config(args), "restart")
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config.build is None:
+        raise UsageError(f"{config.file.name} has no `build:` (the image is {config.image}): nothing to rebuild")
+    return _ask_up(config, "rebuild")
+
+
+def _ask_up(config: Config, verb: str) -> int:
+    """Ask the running `up` to act (`restart`, `rebuild`); its answer is the ready line, or why not."""
     from .control import request
 
-    config = _config(args)
-    answer = request(config.name, "restart", timeout=config.ready.timeout + 40)
+    building = 3600 if verb == "rebuild" else 0  # a build may take long; `up` shows its progress meanwhile
+    answer = request(config.name, verb, timeout=config.ready.timeout + 40 + building)
     if answer is None:
         raise ContainerError(f"no `devbox up` runs for project '{config.name}': start it with `devbox up`")
     if "line" in answer:
@@ -168,7 +196,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for check in checks:
         say(str(check))
     failed = sum(check.level == "fail" for check in checks)
-    say(f"{failed} check(s) failed" if failed else "all checks passed")
+    warned = sum(check.level == "warn" for check in checks)
+    warnings = f" ({warned} warning{'s' if warned > 1 else ''})" if warned else ""
+    say(f"{failed} check(s) failed{warnings}" if failed else f"all checks passed{warnings}")
     return 1 if failed else 0
 
 
@@ -255,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     restart = verbs.add_parser("restart", parents=[common], help="restart the server of a running `devbox up`")
     restart.set_defaults(func=cmd_restart)
+    rebuild = verbs.add_parser("rebuild", parents=[common],
+                               help="rebuild the image of a running `devbox up` and serve from the new container")
+    rebuild.set_defaults(func=cmd_rebuild)
 
     status = verbs.add_parser("status", parents=[common], help="container, server, URLs, Compose services")
     status.add_argument("--json", action="store_true", help="one JSON object (its shape is in the README)")

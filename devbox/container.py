@@ -62,6 +62,7 @@ class Box:
         self.network = network  # the Compose project's network to join (`compose:`), or none
         self.container_name = f"devbox-{config.name}"
         self.image_name = config.image or image_tag(config)  # `build:` images are tagged devbox-<name>:dev
+        self.replaced_image: str | None = None  # the image the last build replaced (removed once unused)
 
     # -- finding ---------------------------------------------------------------------------
 
@@ -122,8 +123,20 @@ class Box:
             self.say(f"recreating container {current.name}: {why}")
             self._remove(current)
         container = self.create(image_id)
+        self.drop_replaced_image()
         return container, Outcome.CREATED
 
+    def drop_replaced_image(self) -> None:
+        """Remove the image a rebuild replaced, once it has no name and no container uses it: each
+        rebuild would otherwise leave a few hundred MB behind (Compose prunes these too)."""
+        replaced, self.replaced_image = self.replaced_image, None
+        if replaced is None:
+            return
+        try:
+            if not self.client.images.get(replaced).tags:
+                self.client.images.remove(replaced, noprune=False)
+        except Exception:
+            pass  # still used (another container, a tag of the user's) or gone already: leave it
     def what_changed(self, labels: dict, image_id: str) -> str:
         try:
             old = json.loads(labels.get(LABEL_SPEC, "{}"))
@@ -145,7 +158,10 @@ class Box:
         """The image's id: built from `build:` (when missing, stale or forced), or pulled (with progress)
         if it is not local."""
         if self.config.build is not None:
-            return Builder(self.client, self.config, self.say).ensure(force_build)
+            builder = Builder(self.client, self.config, self.say)
+            image_id = builder.ensure(force_build)
+            self.replaced_image = builder.replaced or self.replaced_image
+            return image_id
         name = self.config.image
         assert name is not None
         try:

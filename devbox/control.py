@@ -21,6 +21,7 @@ from typing import Any, Callable
 from .lock import runtime_dir
 
 ANSWER_TIMEOUT = 30.0
+MAX_WAIT = 3700.0  # seconds: the longest an answer is waited for (a rebuild)
 
 
 def socket_path(project: str) -> Path:
@@ -69,8 +70,11 @@ class ControlServer:
                 if uid != os.getuid():
                     conn.sendall(b'{"ok": false, "error": "not your devbox"}\n')
                     return
-                verb = json.loads(conn.makefile().readline() or "{}").get("verb", "")
-            except (OSError, ValueError, AttributeError):
+                asked = json.loads(conn.makefile().readline() or "{}")
+                verb = asked.get("verb", "")
+                # how long the asker waits (a rebuild may take minutes); bounded, so no thread waits for ever
+                wait = min(float(asked.get("wait", ANSWER_TIMEOUT)), MAX_WAIT)
+            except (OSError, ValueError, AttributeError, TypeError):
                 return
             answered = threading.Event()
             answer: dict[str, Any] = {}
@@ -80,7 +84,7 @@ class ControlServer:
                 answered.set()
 
             self.on_request(str(verb), reply)
-            if not answered.wait(ANSWER_TIMEOUT):
+            if not answered.wait(wait):
                 answer = {"ok": False, "error": "`devbox up` did not answer in time"}
             try:
                 conn.sendall(json.dumps(answer).encode() + b"\n")
@@ -95,7 +99,7 @@ def request(project: str, verb: str, timeout: float = ANSWER_TIMEOUT + 5) -> dic
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(path))
-            sock.sendall(json.dumps({"verb": verb}).encode() + b"\n")
+            sock.sendall(json.dumps({"verb": verb, "wait": max(0.0, timeout - 5)}).encode() + b"\n")
             line = sock.makefile().readline()
     except (FileNotFoundError, ConnectionRefusedError):
         return None

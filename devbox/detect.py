@@ -6,11 +6,13 @@ from __future__ import annotations
 __all__ = ["Detected", "detect"]
 
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import COMPOSE_FILES
+from .dockerfile import DEPENDENCY_FILES, Dockerfile, read_dockerfile
 
 DEFAULT_PORTS = {"django": 8000, "fastapi": 8000, "flask": 5000, "generic": 8000}
 PREFERRED_SERVICES = ("web", "app", "api", "backend", "server", "django", "flask", "fastapi")
@@ -27,10 +29,21 @@ class Detected:
     python: str = "3.12"
     compose_file: str | None = None
     compose_service: str | None = None
-    dockerfile: str | None = None
+    dockerfile: str | None = None  # relative to the project folder
+    context: str = "."  # the build's context, relative to the project folder
     target: str | None = None
     requirements: str | None = None
+    workdir: str = "/app"  # where the server runs
+    code: str = "."  # the host folder (relative) whose files the server runs ...
+    code_at: str = "/app"  # ... and where it is mounted in the container
+    mount: bool = True  # devbox mounts `code` at `code_at` (not the Compose service's own mounts)
+    other_mounts: list[str] = field(default_factory=list)  # the service's own, kept beside devbox's code mount
+    image_entrypoint: list[str] = field(default_factory=list)  # the image's ENTRYPOINT, which devbox does not run
+    setup: list[str] = field(default_factory=list)
+    rules: list[tuple[str, str, str]] = field(default_factory=list)  # (pattern, action, why)
     reasons: list[str] = field(default_factory=list)
+    app_file: Path | None = None  # the framework's file the command names
+    app_command: str = ""  # the command, with {path} or {module} for where app_file is seen from workdir
 
 
 def _python_files(folder: Path, depth: int = 3) -> list[Path]:
@@ -54,36 +67,84 @@ def _module(path: Path, folder: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _names_django(folder: Path) -> bool:
+    """Whether the project's dependency files name Django."""
+    for path in [*folder.glob("requirements*.txt"), *folder.glob("*/requirements*.txt"),
+                 folder / "pyproject.toml", folder / "Pipfile", *folder.glob("*/pyproject.toml")]:
+        if re.search(r"^\s*[\"']?django\b", _read(path), re.M | re.I):
+            return True
+    return False
+
+
+def _django(folder: Path, files: list[Path], found: Detected) -> bool:
+    manages = [p for p in files if p.name == "manage.py"]
+    manage = next((p for p in manages if "DJANGO_SETTINGS_MODULE" in _read(p)), None)
+    why = ""
+    if manage is None and manages:
+        settings = next((p for p in files if p.name == "settings.py" and manages[0].parent in p.parents), None)
+        if settings is not None or _names_django(folder):
+            manage = manages[0]
+            if settings is not None:
+                module = _module(settings, manage.parent)
+                found.env["DJANGO_SETTINGS_MODULE"] = module
+                why = f" (its settings: {module}, set as DJANGO_SETTINGS_MODULE)"
+            else:
+                why = " (Django in the requirements)"
+    if manage is None:
+        return False
+    found.framework, found.port, found.app_file = "django", DEFAULT_PORTS["django"], manage
+    found.app_command = "python {path} runserver 0.0.0.0:8000 --noreload"
+    found.reasons.append(f"Django: {manage.relative_to(folder).as_posix()}{why}")
+    return True
+
+
 def _framework(folder: Path, found: Detected) -> None:
     files = _python_files(folder)
-    manage = next((p for p in files if p.name == "manage.py" and "DJANGO_SETTINGS_MODULE" in _read(p)), None)
-    if manage is not None:
-        where = manage.relative_to(folder).as_posix()
-        found.framework, found.port = "django", DEFAULT_PORTS["django"]
-        found.command = f"python {where} runserver 0.0.0.0:8000 --noreload"
-        found.reasons.append(f"Django: {where}")
+    if _django(folder, files, found):
         return
     for path in files:
         match = re.search(r"^(\w+)\s*=\s*FastAPI\(", _read(path), re.M)
         if match:
-            app = f"{_module(path, folder)}:{match.group(1)}"
             found.framework, found.port, found.ready_path = "fastapi", DEFAULT_PORTS["fastapi"], "/docs"
-            found.command = f"uvicorn {app} --host 0.0.0.0 --port 8000"
-            found.reasons.append(f"FastAPI: `{match.group(1)} = FastAPI(` in {path.relative_to(folder)}, so {app}")
+            found.app_file, found.app_command = path, f"uvicorn {{module}}:{match.group(1)} --host 0.0.0.0 --port 8000"
+            found.reasons.append(f"FastAPI: `{match.group(1)} = FastAPI(` in {path.relative_to(folder)}")
             return
     for path in files:
         text = _read(path)
         if re.search(r"\bFlask\(__name__", text) or re.search(r"^def create_app\(", text, re.M):
-            module = _module(path, folder)
             if path.name != "__init__.py" and not re.search(r"^(app|application)\s*=\s*Flask\(", text, re.M) and \
                     (path.parent / "__init__.py").is_file():
-                module = _module(path.parent / "__init__.py", folder)  # create_app in the package
-            found.framework, found.port = "flask", DEFAULT_PORTS["flask"]
-            found.env["FLASK_APP"] = module
+                path = path.parent / "__init__.py"  # create_app in the package
+            found.framework, found.port, found.app_file = "flask", DEFAULT_PORTS["flask"], path
             # --debug keeps the in-browser debugger; --no-reload: devbox is the reloader, from outside
-            found.command = "flask run --debug --no-reload --host 0.0.0.0 --port 5000"
-            found.reasons.append(f"Flask: the app is in {path.relative_to(folder)}, so FLASK_APP={module}")
+            found.app_command = "flask run --debug --no-reload --host 0.0.0.0 --port 5000"
+            found.reasons.append(f"Flask: the app is in {path.relative_to(folder)}")
             return
+
+
+def _place_command(folder: Path, found: Detected) -> None:
+    """The command as seen from the workdir: the framework's file through the mount that carries it."""
+    if found.app_file is None:
+        return
+    relative = found.app_file.relative_to(folder).as_posix()
+    code = "" if found.code == "." else found.code.rstrip("/") + "/"
+    if code and not relative.startswith(code):
+        inside = None  # the app is not in the mounted folder: name it from the project folder, as best we can
+    else:
+        inside = posixpath.join(found.code_at, relative[len(code):])
+    if inside is None:
+        path = relative
+    elif inside.startswith(found.workdir.rstrip("/") + "/"):
+        path = inside[len(found.workdir.rstrip("/")) + 1:]
+    else:
+        path = inside
+    module = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+    found.command = found.app_command.format(path=path, module=module)
+    if found.framework == "flask":
+        found.env["FLASK_APP"] = module
+        found.reasons.append(f"Flask: so FLASK_APP={module}")
+    elif found.framework == "fastapi":
+        found.reasons.append(f"FastAPI: so {module}")
 
 
 def _python_version(folder: Path, found: Detected) -> None:
@@ -99,21 +160,37 @@ def _python_version(folder: Path, found: Detected) -> None:
         found.reasons.append(f"Python {found.python}: .python-version")
 
 
-def _dockerfile(folder: Path, found: Detected) -> None:
-    path = folder / "Dockerfile"
-    if not path.is_file():
-        return
-    text = _read(path)
-    found.dockerfile = "Dockerfile"
-    stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", text, re.M | re.I)
-    found.target = next((s for s in stages if s.lower() in ("dev", "development", "develop")), None)
-    found.reasons.append("a Dockerfile: devbox builds it" + (f" (target {found.target})" if found.target else ""))
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return path.resolve().relative_to(folder.resolve()).as_posix() or "."
+    except ValueError:
+        return str(path)
 
 
-def _compose(folder: Path, found: Detected) -> None:
+def _dockerfile(folder: Path, found: Detected, context: Path, dockerfile: str = "Dockerfile",
+                target: str | None = None) -> Dockerfile | None:
+    """The build's Dockerfile: where it puts the code, what it runs first, what it installs from."""
+    path = context / dockerfile
+    if target is None:
+        stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", _read(path), re.M | re.I)
+        target = next((s for s in stages if s.lower() in ("dev", "development", "develop")), None)
+    parsed = read_dockerfile(path, target)
+    if parsed is None:
+        return None
+    found.dockerfile, found.context, found.target = _relative(path, folder), _relative(context, folder), target
+    if found.compose_service is None:
+        found.reasons.append(f"{found.dockerfile}: devbox builds it" + (f" (target {target})" if target else ""))
+    if parsed.workdir != "/":
+        found.workdir = parsed.workdir
+    found.image_entrypoint = parsed.entrypoint
+    return parsed
+
+
+def _compose(folder: Path, found: Detected) -> dict | None:
+    """The Compose service devbox runs as its own (resolved), if the project has one with a build."""
     file = next((folder / n for n in COMPOSE_FILES if (folder / n).is_file()), None)
     if file is None:
-        return
+        return None
     from .compose import find_compose
     from .errors import DevboxError
 
@@ -121,19 +198,79 @@ def _compose(folder: Path, found: Detected) -> None:
         services = find_compose().config(file, profiles=("*",)).get("services") or {}
     except DevboxError as e:
         found.reasons.append(f"{file.name} not read ({e})")
-        return
+        return None
     built = [name for name, s in services.items() if s.get("build")]
     candidates = [n for n in PREFERRED_SERVICES if n in built] + built
     if not candidates:
-        return
+        return None
     name = candidates[0]
     found.compose_file, found.compose_service = file.name, name
-    ports = [p for p in services[name].get("ports") or [] if p.get("published")]
+    service = services[name]
+    ports = [p for p in service.get("ports") or [] if p.get("published")]
     if ports:
         found.port = int(ports[0]["target"])
-        found.command = re.sub(r"(0\.0\.0\.0:|--port )\d+", lambda m: m.group(1) + str(found.port), found.command)
     found.reasons.append(f"{file.name}: devbox runs its service `{name}` (its build, env, ports, volumes, "
                          f"depends_on)" + (f"; port {found.port} from it" if ports else ""))
+    return service
+
+
+def _code_mount(folder: Path, found: Detected, service: dict | None, parsed: Dockerfile | None) -> None:
+    """Where the code is in the container: the service's own bind mount of it, else the build context
+    mounted where the Dockerfile copies it (`COPY . DEST`), else the project folder at the workdir."""
+    app = found.app_file.resolve() if found.app_file is not None else None
+    binds = [v for v in (service or {}).get("volumes") or [] if v.get("type") == "bind"]
+    carrying = [v for v in binds if app is not None and Path(v["source"]).resolve() in app.parents] or \
+        [v for v in binds if Path(v["source"]).resolve() in (folder.resolve(), (folder / found.context).resolve())]
+    if carrying:
+        bind = max(carrying, key=lambda v: len(v["source"]))
+        found.code, found.code_at, found.mount = _relative(Path(bind["source"]), folder), bind["target"].rstrip("/") or "/", False
+        if not (service or {}).get("working_dir") and parsed is None:
+            found.workdir = found.code_at
+        found.reasons.append(f"the code: {found.code} is mounted at {found.code_at} by the service")
+    elif parsed is not None:
+        found.code, found.code_at = found.context, parsed.code_dest or found.workdir
+        for bind in binds:  # `mounts:` replaces the service's list: the ones it had stay in it
+            source = _relative(Path(bind["source"]), folder)
+            shown = source if source.startswith("/") else "./" + source.removeprefix("./")
+            found.other_mounts.append(f"{shown}:{bind['target']}" + (":ro" if bind.get("read_only") else ""))
+        if found.context != "." or found.code_at != "/app":
+            found.reasons.append(f"the code: {found.code} mounted at {found.code_at}, where {found.dockerfile} "
+                                 "copies it")
+    else:
+        found.code, found.code_at = ".", found.workdir
+    if (service or {}).get("working_dir"):
+        found.workdir = service["working_dir"]
+    if found.workdir != "/app":
+        found.reasons.append(f"workdir {found.workdir}" + (" (the Dockerfile's WORKDIR)" if parsed and
+                                                           parsed.workdir == found.workdir else ""))
+
+
+def _rules(folder: Path, found: Detected, parsed: Dockerfile | None, service: dict | None) -> None:
+    """The watch rules a team needs: the Dockerfile and the dependency files the image installs from
+    rebuild it; dependency files that setup installs from rerun setup."""
+    prefix = "" if found.context == "." else found.context.rstrip("/") + "/"
+    if parsed is not None:
+        found.rules.append((found.dockerfile or "Dockerfile", "rebuild", "the image is built from it"))
+        context = folder / found.context
+        for pattern in DEPENDENCY_FILES:
+            for path in sorted(context.glob(pattern)):
+                if parsed.names(path.name):
+                    found.rules.append((prefix + path.name, "rebuild", f"{found.dockerfile} installs from it"))
+    elif found.requirements:
+        found.rules.append(("requirements*.txt", "setup", "setup installs from it"))
+    if any("migrate" in command for command in found.setup) and found.framework == "django":
+        found.rules.append(("**/migrations/*.py", "setup", "a new migration is applied by setup"))
+
+
+def _entrypoint_setup(folder: Path, found: Detected) -> None:
+    """What the image's entrypoint script does before the server that a dev container needs once: the
+    database migrations (devbox waits for the services itself)."""
+    if not found.image_entrypoint or found.framework != "django":
+        return
+    script = folder / found.context / posixpath.basename(found.image_entrypoint[0])
+    if re.search(r"manage\.py\s+migrate\b", _read(script)):
+        found.setup.append("python manage.py migrate")
+        found.reasons.append(f"{_relative(script, folder)} runs `manage.py migrate`: setup does, once per container")
 
 
 def detect(folder: Path) -> Detected:
@@ -141,12 +278,26 @@ def detect(folder: Path) -> Detected:
     _framework(folder, found)
     if found.framework == "generic":
         found.reasons.append("no Django, Flask or FastAPI app found: a generic server")
-    _compose(folder, found)
-    if found.compose_service is None:
-        _dockerfile(folder, found)
-        if found.dockerfile is None:
-            _python_version(folder, found)
+    service = _compose(folder, found)
+    parsed = None
+    if service is not None:
+        build = service.get("build") or {}
+        context = Path(build.get("context") or folder)
+        parsed = _dockerfile(folder, found, context, build.get("dockerfile") or "Dockerfile", build.get("target"))
+        if service.get("entrypoint") is not None:
+            found.image_entrypoint = []  # the service sets its own: devbox takes it from there
+    elif (folder / "Dockerfile").is_file():
+        parsed = _dockerfile(folder, found, folder)
+    if parsed is None:
+        _python_version(folder, found)
+    _code_mount(folder, found, service, parsed)
+    _place_command(folder, found)
+    if found.port != DEFAULT_PORTS.get(found.framework, 8000):
+        found.command = re.sub(r"(0\.0\.0\.0:|--port )\d+", lambda m: m.group(1) + str(found.port), found.command)
     requirements = next((n for n in ("requirements-dev.txt", "requirements.txt") if (folder / n).is_file()), None)
-    if requirements and found.compose_service is None and found.dockerfile is None:
+    if requirements and parsed is None:
         found.requirements = requirements
+        found.setup.append(f"pip install -r {requirements}")
+    _entrypoint_setup(folder, found)
+    _rules(folder, found, parsed, service)
     return found

@@ -43,6 +43,7 @@ def _checks(config: Config) -> Iterator[Check]:
     yield from _ports(config, client)
     if client is not None:
         yield from _image(config, client)
+    yield from _code(config, client)
 
 
 def _signalling(client, config: Config) -> Iterator[Check]:
@@ -141,3 +142,104 @@ def _image(config: Config, client) -> Iterator[Check]:
         yield Check("warn", f"image: {config.image} is not here: `devbox up` pulls it (needs its registry)")
     except Exception as e:
         yield Check("warn", f"image: cannot look up {config.image} ({type(e).__name__})")
+
+
+def _command_file(config: Config) -> tuple[str, bool] | None:
+    """The file the command runs, as a container path, and whether it must be there (a script) or may be
+    an installed module (`-m pkg`, `uvicorn pkg:app`); None if the command names no such file."""
+    import posixpath
+    import re
+
+    from .server import command_argv, server_command
+
+    argv = command_argv(server_command(config.command, config.entrypoint)) or []
+    words = argv[1:]
+    if argv and re.fullmatch(r"python[\d.]*", posixpath.basename(argv[0])):
+        for i, word in enumerate(words):
+            if word == "-m" and i + 1 < len(words):
+                return posixpath.join(config.workdir, *words[i + 1].split(".")), False
+            if word == "-c":
+                return None
+            if not word.startswith("-"):
+                return posixpath.join(config.workdir, word), True
+        return None
+    for word in words:  # uvicorn, gunicorn, hypercorn, daphne: MODULE:APP
+        if re.fullmatch(r"[A-Za-z_][\w.]*:[\w.()]+", word):
+            return posixpath.join(config.workdir, *word.split(":")[0].split(".")), False
+    return None
+
+
+def _code(config: Config, client) -> Iterator[Check]:
+    """What `up` will run is where it runs: the workdir has the mounted code, the command's file is there."""
+    mounted = [m for m in config.mounts if config.workdir == m.target or
+               config.workdir.startswith(m.target.rstrip("/") + "/")]
+    if mounted:
+        yield Check("ok", f"workdir {config.workdir}: the code mounted from "
+                          f"{os.path.relpath(mounted[0].source, config.project_dir)}")
+    else:
+        shown = ", ".join(f"{os.path.relpath(m.source, config.project_dir)}:{m.target}" for m in config.mounts)
+        yield Check("warn", f"workdir {config.workdir} is not where the code is mounted ({shown or 'no mounts'}): "
+                            f"edits will not reach the server; set `workdir` (or `mounts`) in {config.file.name}")
+    found = _command_file(config)
+    if found is None:
+        return
+    path, required = found
+    candidates = [path] if required else [path + ".py", path + "/__init__.py"]
+    where = [config.host_path(c) for c in candidates]
+    if any(w is not None and w.exists() for w in where):
+        yield Check("ok", f"command: {candidates[0] if required else path.replace('/', '.')} is there")
+        return
+    in_image = [c for c, w in zip(candidates, where) if w is None]
+    answer = _in_image(config, client, in_image) if in_image else False
+    if answer is None and config.build is not None:
+        answer = _in_build(config, in_image)
+    if answer:
+        yield Check("ok", f"command: {path} is in the image")
+    elif answer is None:
+        yield Check("ok", f"command: {path} is checked once the image is built (`devbox up`)")
+    elif required:
+        yield Check("fail", f"command: {candidates[0]} does not exist in the container (workdir {config.workdir}): "
+                            f"fix `command` or `workdir` in {config.file.name}")
+    else:
+        yield Check("warn", f"command: no module {path} at the workdir {config.workdir} (fine if it is installed "
+                            f"in the image; otherwise fix `command` or `workdir` in {config.file.name})")
+
+
+def _in_build(config: Config, paths: list[str]) -> bool | None:
+    """Before the first build: whether the Dockerfile copies the context where one of `paths` is."""
+    from .dockerfile import read_dockerfile
+
+    assert config.build is not None
+    parsed = read_dockerfile(config.build.context / config.build.dockerfile, config.build.target)
+    if parsed is None or parsed.code_dest is None:
+        return None
+    dest = parsed.code_dest.rstrip("/") + "/"
+    return any(p.startswith(dest) and (config.build.context / p[len(dest):]).exists() for p in paths)
+
+
+def _in_image(config: Config, client, paths: list[str]) -> bool | None:
+    """Whether one of `paths` is in the image (a created, never started container is read: no tool in the
+    image is needed); None if the image is not here yet or the engine cannot tell."""
+    if client is None:
+        return None
+    from .build import image_tag
+
+    try:
+        image = client.images.get(config.image or image_tag(config))
+        container = client.api.create_container(image.id, command=["true"], entrypoint=[],
+                                                labels={"devbox.project": config.name, "devbox.doctor": "1"})
+    except Exception:
+        return None
+    try:
+        for path in paths:
+            try:
+                client.api.get_archive(container["Id"], path)
+                return True
+            except Exception:
+                continue
+        return False
+    finally:
+        try:
+            client.api.remove_container(container["Id"], force=True)
+        except Exception:
+            pass

@@ -41,28 +41,41 @@ def render(found: Detected, project: str) -> str:
              "# Reference: `devbox schema`, README \"Config reference\".",
              f"# the container is devbox-{project}; another project on this machine needs another name",
              f"name: {project}"]
-    rules = []
     if found.compose_service:
         file = "" if found.compose_file == "compose.yaml" else f"file: {found.compose_file}, "
         lines.append(f"compose: {{{file}service: {found.compose_service}}}   # its build, env, ports, volumes, "
                      "depends_on; keys here win")
+    elif found.dockerfile:
+        context = found.context if found.context != "." else "."
+        dockerfile = found.dockerfile.removeprefix(context.rstrip("/") + "/") if context != "." else found.dockerfile
+        extra = (f", dockerfile: {dockerfile}" if dockerfile != "Dockerfile" else "") + \
+            (f", target: {found.target}" if found.target else "")
+        lines.append(f"build: {{context: {context}{extra}}}")
     else:
-        if found.dockerfile:
-            target = f", target: {found.target}" if found.target else ""
-            lines.append(f"build: {{context: .{target}}}")
-            rules.append('    - match: ["Dockerfile"]\n      action: rebuild')
-        else:
-            lines += [f"image: python:{found.python}-slim", "volumes:", "  - pip-cache:/root/.cache/pip"]
+        lines += [f"image: python:{found.python}-slim", "volumes:", "  - pip-cache:/root/.cache/pip"]
+    if not found.compose_service:
         lines += ["ports:", f'  - "{found.port}:{found.port}"']
+    if found.workdir != "/app":
+        lines.append(f"workdir: {found.workdir}")
+    if found.mount and (found.code != "." or found.code_at != found.workdir):
+        lines += ["mounts:   # the code, where the image has it: edits reach the server without a rebuild",
+                  f"  - ./{found.code.removeprefix('./')}:{found.code_at}" if found.code != "." else f"  - .:{found.code_at}"]
+        lines += [f"  - {m}" for m in found.other_mounts]
     if found.env:
         lines += ["env:", *[f"  {k}: {v}" for k, v in found.env.items()]]
-    if found.requirements:
-        lines += ["setup:", f"  - pip install -r {found.requirements}"]
-        rules.append('    - match: ["requirements*.txt"]\n      action: setup')
+    if found.image_entrypoint:
+        shown = json.dumps(found.image_entrypoint)
+        lines += [f"# the image's ENTRYPOINT {shown} is not run: devbox starts the server itself;",
+                  f"# to run it before every server start, write `entrypoint: {shown}`",
+                  "entrypoint: []"]
+    if found.setup:
+        lines += ["setup:   # once per container, after its services are up", *[f"  - {c}" for c in found.setup]]
     lines += ["# no in-container reloader: devbox restarts the server from outside on every save",
               f"command: {found.command}", "ready:", f"  http: {found.ready_path}"]
-    if rules:
-        lines += ["watch:", "  rules:", *rules]
+    if found.rules:
+        lines += ["watch:", "  rules:"]
+        for pattern, action, why in found.rules:
+            lines += [f'    - match: ["{pattern}"]   # {why}', f"      action: {action}"]
     return "\n".join(lines) + "\n"
 
 

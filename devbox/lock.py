@@ -31,9 +31,9 @@ def runtime_dir() -> Path:
 class UpLock:
     """An flock on a per-project file; the kernel drops it when the process dies, even by -9."""
 
-    def __init__(self, project: str, folder: Path):
+    def __init__(self, project: str, folder: Path, busy_hint: str = "use that one, or stop it with Ctrl-C first"):
         self.path = runtime_dir() / f"{project}.lock"
-        self.project, self.folder = project, folder
+        self.project, self.folder, self.busy_hint = project, folder, busy_hint
         self._file = None
 
     def __enter__(self) -> "UpLock":
@@ -50,7 +50,7 @@ class UpLock:
                                  f"pid {pid or '?'}); this is {self.folder}: give one of them another `name:` "
                                  "in its devbox.yaml") from None
             raise UsageError(f"`devbox up` already runs for project '{self.project}' (pid {pid.strip() or '?'}): "
-                             "use that one, or stop it with Ctrl-C first") from None
+                             f"{self.busy_hint}") from None
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"{os.getpid()}\n{self.folder}\n")

@@ -6,7 +6,7 @@ after a build of many seconds. A bind with SO_REUSEADDR tells at once, and costs
 
 from __future__ import annotations
 
-__all__ = ["taken_ports", "port_in_use_error"]
+__all__ = ["taken_ports", "port_in_use_error", "listening"]
 
 import socket
 
@@ -34,3 +34,18 @@ def port_in_use_error(config: Config, ports: list[Port]) -> PortInUse:
     numbers = ", ".join(str(p.host_port) for p in ports)
     return PortInUse(f"port {numbers} is already in use on this machine: stop what uses it "
                      f"or change `ports` in {config.file.name}")
+
+
+def listening(address: tuple[str, int]) -> bool:
+    """A real listener at `address`. Docker's userland proxy accepts on a published port even while
+    nothing listens in the container, then closes: so only a connection the far side keeps open (or
+    one it speaks first on) counts."""
+    try:
+        with socket.create_connection(address, timeout=1) as s:
+            s.settimeout(0.05)
+            try:
+                return s.recv(1) != b""  # data: a server that speaks first
+            except socket.timeout:
+                return True  # the far side keeps the connection open: a real listener
+    except OSError:
+        return False

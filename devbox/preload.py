@@ -260,6 +260,14 @@ class PreloadLauncher(ExecLauncher):
             if p is not self.preloader or self.closed:
                 return  # replaced or closed on purpose
             kind, _, why = p.outcome.partition(" ")
+        if kind != "restart" and self._container_gone():
+            with self.lock:
+                if p is self.preloader:
+                    self.preloader = None  # it went with its container: one brought back preloads again
+            return
+        with self.lock:
+            if p is not self.preloader or self.closed:
+                return
             if kind == "restart" and self.restarts < RESTARTS:
                 self.preloader = None
                 self.restarts += 1
@@ -268,6 +276,19 @@ class PreloadLauncher(ExecLauncher):
                 self._spawn(p.env)
             else:
                 self._turn_off(why, p.env)
+
+    def _container_gone(self) -> bool:
+        """Whether the container stopped (the engine may record it a moment after the exec's end)."""
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                if not self.api.inspect_container(self.container_id)["State"]["Running"]:
+                    return True
+            except Exception:
+                return True  # removed, or the engine went with it
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
 
     def _turn_off(self, why: str, env: dict[str, str] | None = None) -> None:
         """Preloading is off for this command from now on (called with the lock held)."""

@@ -3,7 +3,10 @@
 Probes go through the published port on the host, the way the user's browser
 does. Docker's userland proxy accepts a connection on the host port even while
 nothing listens in the container, then closes it; so a probe counts only a real
-answer (any HTTP status), or for tcp a connection the far side keeps open.
+answer (any HTTP status), or for tcp a connection the far side keeps open. Where
+this machine reaches the container's own address (a Linux engine here), a tcp
+probe connects there instead: a refused connect is then the truth at once, where
+a proxy slowed by a busy machine could look like a listener.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from functools import partial
 from typing import Callable
 
 from .config import Config, Port
+from .ports import listening
 from .server import ServerProcess
 
 POLL = 0.005  # seconds between probes: a refused local connect costs microseconds, so poll often
@@ -51,49 +55,48 @@ def _http_answers(address: tuple[str, int], path: str) -> bool:
         conn.close()
 
 
-def _tcp_open(address: tuple[str, int]) -> bool:
+def _accepts(address: tuple[str, int]) -> bool:
     try:
-        with socket.create_connection(address, timeout=1) as s:
-            s.settimeout(0.05)
-            try:
-                return s.recv(1) != b""  # data: a server that speaks first
-            except socket.timeout:
-                return True  # the far side keeps the connection open: a real listener
+        with socket.create_connection(address, timeout=1):
+            return True
     except OSError:
         return False
 
 
-def _check_for(config: Config, proc: ServerProcess) -> Callable[[], bool] | None:
-    """The probe the config asks for; by default a TCP connect to the first published port."""
+def _check_for(config: Config, proc: ServerProcess, direct_ip: str | None = None) -> Callable[[], bool] | None:
+    """The probe the config asks for; by default a TCP connect to the first published port (or, with
+    `direct_ip`, to the container's own port)."""
     ready = config.ready
     if ready.log:
         return proc.log_matched.is_set
-    if ready.tcp is not None:
-        port = _published(config, ready.tcp)
-        return None if port is None else partial(_tcp_open, probe_address(port))
-    port = _published(config, None)
+    port = _published(config, ready.tcp)
     if port is None:
         return None
-    if ready.http is not None:
-        return partial(_http_answers, probe_address(port), ready.http)
-    return partial(_tcp_open, probe_address(port))
+    if ready.http is not None and ready.tcp is None:
+        address = (direct_ip, port.container_port) if direct_ip else probe_address(port)
+        return partial(_http_answers, address, ready.http)
+    if direct_ip:
+        return partial(_accepts, (direct_ip, port.container_port))
+    return partial(listening, probe_address(port))
 
 
 QUIET_SHARE = 0.6  # of the last start's time: no probing before it, so probes do not slow the start itself
 
 
-def wait_ready(config: Config, proc: ServerProcess, cancelled: Callable[[], bool], expected: float = 0.0) -> str:
+def wait_ready(config: Config, proc: ServerProcess, cancelled: Callable[[], bool], expected: float = 0.0,
+               direct_ip: str | None = None) -> str:
     """Block until ready; returns "ready", "exited", "cancelled", "timeout" or "no check".
 
     `expected`: how long the last start took. Each probe of a published port goes through Docker's
     userland proxy, which competes for the CPU with the starting server; so probing waits for
     QUIET_SHARE of that time first (log probes cost nothing and start at once)."""
-    check = _check_for(config, proc)
+    check = _check_for(config, proc, direct_ip)
     if check is None:
         return "no check"
     began = time.monotonic()
     deadline = began + config.ready.timeout
-    if config.ready.log is None and expected > 0 and os.environ.get("DEVBOX_PROBE_EAGER") != "1":
+    # (a probe past the proxy, or of the log, costs the starting server nothing: no quiet time for it)
+    if config.ready.log is None and not direct_ip and expected > 0 and os.environ.get("DEVBOX_PROBE_EAGER") != "1":
         quiet_until = began + QUIET_SHARE * expected
         while time.monotonic() < quiet_until and not proc.exited.is_set() and not cancelled():
             time.sleep(min(POLL, max(0.0, quiet_until - time.monotonic())))

@@ -11,6 +11,7 @@ __all__ = ["Problem", "Report", "SCHEMA", "json_schema", "SIGNALS", "parse_port"
 
 import difflib
 import re
+import shlex
 import signal
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -351,6 +352,8 @@ SCHEMA = Map(
                              (int, Int(1, 65535)))),
         "setup": List(COMMAND, allow_single=True),
         "command": COMMAND,
+        "entrypoint": Either("a command string or a list of strings (`[]`: none)",
+                             (str, Str("words a shell could split", parse=shlex.split)), (list, List(Str()))),
         "stop_signal": Str("a signal name like SIGTERM", parse=parse_signal),
         "stop_timeout": Int(0, number=True),
         "preload": Either("auto, true or false", (str, Enum("auto")), (bool, Bool())),

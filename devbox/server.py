@@ -129,6 +129,14 @@ def command_argv(command: str | tuple[str, ...]) -> list[str] | None:
         return None
 
 
+def server_command(command: str | tuple[str, ...], entrypoint: tuple[str, ...] | None) -> str | tuple[str, ...]:
+    """What a start runs: the command, after the entrypoint as Docker runs ENTRYPOINT + CMD (a command
+    that needs a shell goes to the entrypoint as `sh -c COMMAND`)."""
+    if not entrypoint:
+        return command
+    return (*entrypoint, *(command_argv(command) or ["sh", "-c", command]))
+
+
 class StopStuck(ContainerError):
     """Processes of the server outlived SIGKILL (uninterruptible sleep, a stuck mount)."""
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 __all__ = ["Supervisor"]
 
+import json
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from .prestart import Prestart
 from .ready import wait_ready
 from .preload import ColdMemory, PreloadLauncher, wants_preload
 from .reloaders import own_reloader_hint, parse_tree
-from .server import ExecLauncher, ServerProcess, command_argv
+from .server import ExecLauncher, ServerProcess, command_argv, server_command
 from .syntax import host_errors
 from .watch import Watcher, forget_bytecode, plan
 
@@ -82,6 +84,8 @@ class EngineEvent:
 @dataclass
 class Retry:
     generation: int  # the start this retry was planned after; stale once another start happened
+    reason: str = "restart after exit 3"
+    seen: float | None = None  # when its cause was seen (None: when the retry is due)
 
 
 @dataclass
@@ -113,6 +117,7 @@ class Supervisor:
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # put() is safe from signal handlers
         self.box = Box(client, config, self.say)
         self.container_id = ""
+        self.container_ip: str | None = None
         self.started_at = ""  # the container's StartedAt: a different one means it was restarted behind us
         self.launcher: ExecLauncher | None = None
         self.launcher_for: tuple = ()  # the config values the launcher was made for
@@ -129,7 +134,9 @@ class Supervisor:
         self.stop_mark = 1 << 30  # the signal count of the Stop that ended the loop (none yet)
         self.waiting: list[Callable[[dict[str, Any]], None]] = []  # `devbox restart`s waiting for the ready line
         self.last_ready: tuple[float, float] | None = None  # (when, how long it took)
-        self.start_took = 0.0  # from the exec to ready, last time
+        # from the exec to ready, last time, for preloaded and for cold starts apart: a cold start's time
+        # taken as a preloaded one's would hold the next probe back, and the ready line would say so
+        self.start_took: dict[bool, float] = {}
         self.began = time.time()
         self.trace = os.environ.get("DEVBOX_TRACE") == "1"  # time each phase of a restart
         self.log = ServerLog(config.name)  # the server's output, for `devbox logs`
@@ -137,6 +144,8 @@ class Supervisor:
         self.cold_check_code: int | None = None  # how the preloaded one exited
         self.reloader_looked = threading.Event()  # the first ready server's tree was looked at (once per `up`)
         self.said: set[str] = set()  # lines said once per `up` (a new launcher finds preloading off again)
+        self.services_started = 0.0  # when this `up` started Compose services (0: it started none)
+        self.early_crashes = 0  # exits before the first ready, while those services may still be starting
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -175,7 +184,7 @@ class Supervisor:
                 if isinstance(event, Probed) and event.proc is self.current:
                     self._on_probed(event)
                 elif isinstance(event, Retry) and event.generation == self.generation and self.current is None:
-                    self._start("restart after exit 3", time.monotonic())
+                    self._start(event.reason, time.monotonic() if event.seen is None else event.seen)
                 elif isinstance(event, Control):
                     self._on_control(event)
                     if self.stopped_by:
@@ -241,6 +250,7 @@ class Supervisor:
         try:
             # a pull or a build may take minutes: interruptible
             image_id = self._interruptible(lambda: self.box.ensure_image(force_build=self.build))
+            self._say_image_entrypoint(image_id)
             # creating and starting take a second at most: done here, so that a signal meanwhile finds
             # the container attached and the shutdown stops it
             container, outcome = self.box.ensure(self.recreate, prestarted, image_id)
@@ -258,6 +268,20 @@ class Supervisor:
         self._ensure_setup(container, outcome)
         self._start("start", began)
         self._trace(began, "server exec started")
+
+    def _say_image_entrypoint(self, image_id: str) -> None:
+        """The image's ENTRYPOINT is not run unless `entrypoint:` says so: say it once, with how."""
+        if self.config.entrypoint is not None:
+            return
+        try:
+            entrypoint = (self.client.api.inspect_image(image_id).get("Config") or {}).get("Entrypoint") or []
+        except Exception:
+            return  # a note, not a check
+        if entrypoint:
+            shown = json.dumps(entrypoint)
+            self.say(f"the image's ENTRYPOINT {shown} is not run: devbox starts `command` itself; to run it before "
+                     f"every server start, add `entrypoint: {shown}` to {self.config.file.name} (`entrypoint: []` "
+                     "keeps it off without this line)")
 
     def _check_ports(self, prestarted: bool) -> None:
         """A port another program holds ends `up` now, not after a build or the services' start (without
@@ -279,16 +303,31 @@ class Supervisor:
         if not cfg.services:
             return  # nothing to start, no network to join
         services = self._interruptible(lambda: Services.resolve(cfg.file, cfg.services, self.config.file.name))
-        started = self._interruptible(lambda: services.up(self.say))
+        started = self._interruptible(lambda: services.up(self.say, self._address_of))
         remember_started(self.config.name, started)
+        if started:
+            self.services_started = time.monotonic()
         self.network = services.network
         self.box = Box(self.client, self.config, self.say, self.network)
+
+    def _address_of(self, container_id: str, network: str = "") -> str | None:
+        """A container's address on `network` (any of its networks, for ""), where this machine can reach
+        it: a Linux engine on this machine routes to its bridge networks; Docker Desktop's VM does not."""
+        if sys.platform != "linux" or not self.client.api.base_url.startswith("http+docker://"):
+            return None
+        try:
+            networks = self.client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
+        except Exception:
+            return None
+        found = [networks.get(network) or {}] if network else list(networks.values())
+        return next((n["IPAddress"] for n in found if n.get("IPAddress")), None)
 
     def _attach(self, container) -> None:
         """Make `container` the one the loop runs the server in and follows events of."""
         if self.follower is not None:
             self.follower.close()
         self.container_id = container.id
+        self.container_ip = self._address_of(container.id)  # the ready probe's way past Docker's proxy
         state = self.box.state(container.id)
         self.started_at = state.started_at if state else ""
         self._new_launcher()
@@ -300,17 +339,18 @@ class Supervisor:
         if self.launcher is not None:
             self.launcher.close()
         cfg = self.config
-        preload, why = wants_preload(cfg.preload, cfg.command)
+        command = server_command(cfg.command, cfg.entrypoint)
+        preload, why = wants_preload(cfg.preload, command)
         if cfg.preload and not preload:
             self.say(f"preload off: {why}")
         if preload:
             self.launcher = PreloadLauncher(self.client.api, self.container_id, cfg.workdir,
-                                            cfg.container_path(cfg.project_dir) or cfg.workdir, cfg.command,
+                                            cfg.container_path(cfg.project_dir) or cfg.workdir, command,
                                             self._say_once, ColdMemory(runtime_dir() / f"{cfg.name}.preload.json"))
         else:
             self.launcher = ExecLauncher(self.client.api, self.container_id, cfg.workdir)
         self.launcher.log = self.log.write
-        self.launcher_for = (cfg.preload, cfg.command, cfg.project_dir)
+        self.launcher_for = (cfg.preload, command, cfg.project_dir)
 
     def _ensure_setup(self, container, outcome: Outcome) -> None:
         """Run setup unless this container finished it; a failed first setup removes the container."""
@@ -556,6 +596,7 @@ class Supervisor:
         if old_container is not None and new.name == old.name:
             self.say(f"recreating container {old_container.name}: {new_box.what_changed(old_container.labels, image_id)}")
         self._stop_server()
+        self.launcher.close()  # its preloader goes with the old container: not a reason to preload no more
         self._quietly(lambda: self.box.stop(old_container))  # frees its ports for the new one
         container = None
         try:
@@ -578,6 +619,7 @@ class Supervisor:
             else:
                 self.box.remove(old_container)
         new_box.take_name(container)
+        new_box.drop_replaced_image()
 
     def _on_exit(self, proc: ServerProcess, change_follows: bool) -> None:
         code = proc.exit_code
@@ -601,6 +643,18 @@ class Supervisor:
             self._restart("server asked to restart (exit 3)", time.monotonic())
             return
         self._stop_server()  # the leader is gone; end whatever it left running
+        if self._services_may_be_starting(proc) and not change_follows:
+            self.early_crashes += 1
+            delay = min(BACKOFF_MAX / 2, 0.25 * 2 ** (self.early_crashes - 1))
+            if self.early_crashes == 1:  # one line: the retries that follow are the same story
+                self.say(f"server exited with code {code} before it was ever ready, "
+                         f"{time.monotonic() - self.services_started:.1f}s after its compose services started (they "
+                         f"may not accept connections yet); starting it again until it is ready, for up to "
+                         f"{self.config.ready.timeout:g}s (ready.timeout)")
+            retry = threading.Timer(delay, self.events.put, args=(Retry(self.generation, self.reason, self.seen),))
+            retry.daemon = True
+            retry.start()
+            return
         if proc.preloaded and not proc.ready and isinstance(self.launcher, PreloadLauncher) and not change_follows:
             # was it preloading? the same start once more, cold, tells
             self.say(f"preload: the server exited with code {code} before it was ready; starting it once cold")
@@ -620,6 +674,12 @@ class Supervisor:
         if not change_follows:
             self.say("waiting for a change to start it again")
         self._answer_waiting({"ok": False, "line": f"server exited with code {code}; see `devbox logs`"})
+
+    def _services_may_be_starting(self, proc: ServerProcess) -> bool:
+        """A crash before any server of this `up` was ready, within `ready.timeout` of starting its
+        services: a database that runs but does not accept connections yet (no healthcheck) looks so."""
+        return not proc.ready and self.last_ready is None and self.services_started > 0 and \
+            time.monotonic() - self.services_started < self.config.ready.timeout
 
     def _container_went_away(self, code: int | None) -> bool:
         """An exit that is the container's doing (stopped, killed, restarted) rather than the server's own."""
@@ -649,7 +709,7 @@ class Supervisor:
             event.proc.ready = True
             self.last_ready = (time.time(), took)
         if event.outcome == "ready":
-            self.start_took = event.at - self.started  # the next probe waits for a share of it
+            self.start_took[event.proc.preloaded] = event.at - self.started  # the next probe waits a share of it
         if event.outcome == "ready":
             line = f"ready in {took:.2f}s ({self.reason})"
             if not self.reloader_looked.is_set():
@@ -693,6 +753,16 @@ class Supervisor:
         elif event.verb == "restart":
             self.waiting.append(event.reply)  # answered by the ready line (or the crash)
             self._restart("`devbox restart`", time.monotonic())
+        elif event.verb == "rebuild":
+            if self.config.build is None:
+                event.reply({"ok": False, "error": f"{self.config.file.name} has no `build:`: nothing to rebuild"})
+                return
+            self.waiting.append(event.reply)
+            seen = time.monotonic()
+            if self._rebuild("`devbox rebuild`"):
+                self._restart("`devbox rebuild`", seen)
+            else:
+                self._answer_waiting({"ok": False, "line": "the build failed; the running container and server stay"})
         elif event.verb == "status":
             event.reply({"ok": True, "status": self._status()})
         else:
@@ -727,13 +797,14 @@ class Supervisor:
 
     def _start(self, reason: str, seen: float) -> None:
         assert self.launcher is not None
-        if self.launcher_for != (self.config.preload, self.config.command, self.config.project_dir):
+        command = server_command(self.config.command, self.config.entrypoint)
+        if self.launcher_for != (self.config.preload, command, self.config.project_dir):
             self._new_launcher()  # the config changed how the server starts
         self.reason, self.seen, self.started = reason, seen, time.monotonic()
         self.generation += 1
         self.log.marker(self.generation, reason)
         try:
-            proc = self.launcher.start(self.config.command, self.config.server_env(), self.config.ready.log,
+            proc = self.launcher.start(command, self.config.server_env(), self.config.ready.log,
                                        on_exit=lambda p: self.events.put(Exited(p)))
         except (ContainerGone, DockerUnavailable):
             self.events.put(EngineEvent(self.container_id, "die"))  # the loop brings the container back
@@ -744,7 +815,7 @@ class Supervisor:
     def _probe(self, proc: ServerProcess) -> None:
         try:
             outcome = wait_ready(self.config, proc, cancelled=lambda: proc is not self.current,
-                                 expected=self.start_took)
+                                 expected=self.start_took.get(proc.preloaded, 0.0), direct_ip=self.container_ip)
         except Exception as e:  # a bug in a probe must not leave the loop waiting without a word
             outcome = f"failed ({type(e).__name__}: {e})"
         if outcome == "ready" and proc.exited.is_set():

@@ -92,6 +92,11 @@ class DevboxRun:
         with self._cond:
             return sum(1 for line in self.lines if re.search(pattern, line))
 
+    def lines_matching(self, pattern: str) -> list[str]:
+        """The first group of `pattern` in each line it matches."""
+        with self._cond:
+            return [m.group(1) for line in self.lines if (m := re.search(pattern, line))]
+
     def wait_for(self, pattern: str, timeout: float = 30, count: int = 1) -> str:
         """Wait until `pattern` has matched `count` lines in total; the last such line."""
         deadline = time.monotonic() + timeout
@@ -254,6 +259,11 @@ def redis_image(client) -> str:
 
 
 @pytest.fixture(scope="session")
+def postgres_image(client) -> str:
+    return images.build_postgres()
+
+
+@pytest.fixture(scope="session")
 def site_packages() -> Path:
     return images.install_frameworks()
 
@@ -264,3 +274,22 @@ def project(tmp_path, client) -> Project:
     p.path.mkdir()
     yield p
     p.cleanup()
+
+
+@pytest.fixture
+def named_project(tmp_path, client) -> Project:
+    """A project whose folder bears its name: `devbox init` names the project after its folder, and the
+    cleanup finds what it made by that name."""
+    p = Project(tmp_path, client)
+    p.path = tmp_path / p.name
+    p.path.mkdir()
+    yield p
+    p.cleanup()
+
+
+@pytest.fixture
+def stack(client):
+    """The name of a Compose project a test starts; whatever carries it is removed after the test."""
+    name = f"{TEST_PREFIX}stack-{uuid.uuid4().hex[:8]}"
+    yield name
+    remove_by_label(client, f"com.docker.compose.project={name}")

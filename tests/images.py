@@ -2,7 +2,8 @@
 
 - busybox: FROM scratch + Debian's static busybox (sh, httpd, kill, sleep) + /tmp.
 - python: `debootstrap --variant=minbase --include=python3 bookworm`, imported with `docker import`.
-- frameworks: Django and Flask installed on the host with `pip install --target`, mounted read-only
+- postgres: Debian's postgresql on the same base, with an entrypoint like the official image's.
+- frameworks: Django, Flask, FastAPI and psycopg2 installed on the host with `pip install --target`, mounted read-only
   into the python image and found through PYTHONPATH.
 """
 
@@ -18,9 +19,10 @@ from pathlib import Path
 BUSYBOX_IMAGE = "devbox-test/busybox:1"
 PYTHON_IMAGE = "devbox-test/python:bookworm"
 REDIS_IMAGE = "devbox-test/redis:bookworm"
-FRAMEWORKS = ("django==5.2.*", "flask==3.1.*", "fastapi==0.115.*", "uvicorn==0.32.*")
+POSTGRES_IMAGE = "devbox-test/postgres:bookworm"
+FRAMEWORKS = ("django==5.2.*", "flask==3.1.*", "fastapi==0.115.*", "uvicorn==0.32.*", "psycopg2-binary==2.9.*")
 CACHE = Path(os.environ.get("DEVBOX_TEST_CACHE", Path.home() / ".cache" / "devbox-tests"))
-SITE_DIR = CACHE / "site-django52-flask31-fastapi0115"
+SITE_DIR = CACHE / "site-django52-flask31-fastapi0115-psycopg29"
 BUSYBOX_BINARY = Path("/bin/busybox")
 
 
@@ -71,6 +73,52 @@ def build_redis() -> str:
     return _debootstrap_image(REDIS_IMAGE, "redis-server,redis-tools")
 
 
+# Like the official postgres image's entrypoint: the first start makes the cluster with POSTGRES_USER,
+# POSTGRES_PASSWORD and POSTGRES_DB on a server that listens on no TCP port; only then does the real
+# server listen on 5432. No HEALTHCHECK, as in the official image.
+POSTGRES_ENTRYPOINT = r"""#!/bin/sh
+set -e
+bin=$(echo /usr/lib/postgresql/*/bin)
+: "${PGDATA:=/var/lib/postgresql/data}" "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
+mkdir -p "$PGDATA" /run/postgresql && chown -R postgres:postgres "$PGDATA" /run/postgresql && chmod 700 "$PGDATA"
+as_pg() { su postgres -s /bin/sh -c "$*"; }
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  echo "$POSTGRES_PASSWORD" > /tmp/pwfile && chown postgres /tmp/pwfile
+  as_pg "$bin/initdb -D '$PGDATA' -U '$POSTGRES_USER' --pwfile=/tmp/pwfile --auth-local=trust --auth-host=scram-sha-256" >/dev/null
+  rm -f /tmp/pwfile
+  echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
+  as_pg "$bin/pg_ctl -D '$PGDATA' -o \"-c listen_addresses=''\" -w start" >/dev/null
+  [ "$POSTGRES_DB" = postgres ] || as_pg "$bin/createdb -U '$POSTGRES_USER' '$POSTGRES_DB'"
+  as_pg "$bin/pg_ctl -D '$PGDATA' -m fast -w stop" >/dev/null
+  echo "PostgreSQL init process complete; ready for start up."
+fi
+exec su postgres -s /bin/sh -c "exec $bin/postgres -D '$PGDATA' -c listen_addresses='*'"
+"""
+
+
+def build_postgres() -> str:
+    """A PostgreSQL server for the Django + PostgreSQL tests: Debian's `postgresql`, started like the
+    official image (POSTGRES_* variables, a volume at /var/lib/postgresql/data, no healthcheck)."""
+    if _have_image(POSTGRES_IMAGE):
+        return POSTGRES_IMAGE
+    base = _debootstrap_image(POSTGRES_IMAGE + "-base", "postgresql")
+    with tempfile.TemporaryDirectory() as ctx:
+        (Path(ctx) / "entrypoint.sh").write_text(POSTGRES_ENTRYPOINT)
+        (Path(ctx) / "Dockerfile").write_text(
+            f"FROM {base}\n"
+            "COPY entrypoint.sh /usr/local/bin/docker-entrypoint.sh\n"
+            "RUN chmod +x /usr/local/bin/docker-entrypoint.sh\n"
+            "ENV PGDATA=/var/lib/postgresql/data\n"
+            "VOLUME /var/lib/postgresql/data\n"
+            "EXPOSE 5432\n"
+            "STOPSIGNAL SIGINT\n"
+            'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]\n'
+        )
+        subprocess.run(["docker", "build", "-q", "-t", POSTGRES_IMAGE, ctx], check=True,
+                       env={**os.environ, "DOCKER_BUILDKIT": "0"}, stdout=subprocess.DEVNULL)
+    return POSTGRES_IMAGE
+
+
 def install_frameworks() -> Path:
     marker = SITE_DIR / ".complete"
     if marker.is_file():
@@ -90,3 +138,4 @@ if __name__ == "__main__":
     print("frameworks:", install_frameworks(), flush=True)
     print("python image:", build_python(), flush=True)
     print("redis image:", build_redis(), flush=True)
+    print("postgres image:", build_postgres(), flush=True)

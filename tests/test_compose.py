@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import remove_by_label, wait_http
+from conftest import wait_http
 
 APP = """\
 import http.server
@@ -53,13 +53,6 @@ command: python3 app.py
 ready: {{http: /health}}
 compose: {{services: [{services}]}}
 """
-
-
-@pytest.fixture
-def stack(project):
-    name = f"{project.name}-stack"
-    yield name
-    remove_by_label(project.client, f"com.docker.compose.project={name}")
 
 
 def cache_state(project, stack: str) -> str:

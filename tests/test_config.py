@@ -319,6 +319,33 @@ services:
 """
 
 
+DJANGO_ON_DOCKER = {
+    "docker-compose.yml": "services:\n  web:\n    build: ./app\n    command: python manage.py runserver 0.0.0.0:8000\n"
+                          "    volumes:\n      - ./app/:/usr/src/app/\n    ports:\n      - 8000:8000\n"
+                          "    env_file:\n      - ./.env.dev\n    depends_on:\n      - db\n"
+                          "  db:\n    image: postgres:15\n",
+    ".env.dev": "DEBUG=1\n",
+    "app/Dockerfile": "FROM python:3.11.4-slim-buster\nWORKDIR /usr/src/app\nCOPY ./requirements.txt .\n"
+                      "RUN pip install -r requirements.txt\nCOPY ./entrypoint.sh .\nCOPY . .\n"
+                      'ENTRYPOINT ["/usr/src/app/entrypoint.sh"]\n',
+    "app/entrypoint.sh": "#!/bin/sh\npython manage.py flush --no-input\npython manage.py migrate\nexec \"$@\"\n",
+    "app/requirements.txt": "Django==4.2.3\npsycopg2-binary==2.9.6\n",
+    "app/manage.py": "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'hello_django.settings')\n",
+    "app/hello_django/settings.py": "",
+}
+AWESOME_DJANGO = {
+    "compose.yaml": "services:\n  web:\n    build:\n      context: app\n      target: builder\n"
+                    "    ports:\n      - '8000:8000'\n",
+    "app/Dockerfile": "FROM --platform=$BUILDPLATFORM python:3.7-alpine AS builder\nEXPOSE 8000\nWORKDIR /app\n"
+                      "COPY requirements.txt /app\nRUN pip3 install -r requirements.txt --no-cache-dir\nCOPY . /app\n"
+                      'ENTRYPOINT ["python3"]\nCMD ["manage.py", "runserver", "0.0.0.0:8000"]\n'
+                      "FROM builder as dev-envs\nRUN apk add git\n",
+    "app/requirements.txt": "Django>=3.0,<4.0\n",
+    "app/manage.py": "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'example.settings')\n",
+    "app/example/settings.py": "",
+}
+
+
 @pytest.mark.parametrize("files,expected", [
     # Django one folder down
     ({"src/manage.py": "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'shop.settings')\n"},
@@ -341,6 +368,27 @@ services:
     # the Python version from pyproject.toml
     ({"pyproject.toml": '[project]\nrequires-python = ">=3.11"\n', "requirements.txt": "flask\n"},
      {"python": "3.11", "requirements": "requirements.txt"}),
+
+    # Django whose manage.py does not set DJANGO_SETTINGS_MODULE: its settings.py names the module
+    ({"manage.py": "import sys\n", "shop/settings.py": "DEBUG = True\n", "requirements.txt": "Django==5.2\n"},
+     {"framework": "django", "env": {"DJANGO_SETTINGS_MODULE": "shop.settings"},
+      "command": "python manage.py runserver 0.0.0.0:8000 --noreload"}),
+    # ... or only its requirements say Django
+    ({"manage.py": "import sys\n", "requirements.txt": "django>=4\n"},
+     {"framework": "django", "command": "python manage.py runserver 0.0.0.0:8000 --noreload"}),
+    # testdrivenio/django-on-docker: the service mounts ./app at the Dockerfile's WORKDIR; its ENTRYPOINT
+    # migrates; the image installs app/requirements.txt
+    (DJANGO_ON_DOCKER,
+     {"framework": "django", "compose_service": "web", "workdir": "/usr/src/app", "mount": False,
+      "command": "python manage.py runserver 0.0.0.0:8000 --noreload",
+      "image_entrypoint": ["/usr/src/app/entrypoint.sh"], "setup": ["python manage.py migrate"],
+      "rules": [("app/Dockerfile", "rebuild", "the image is built from it"),
+                ("app/requirements.txt", "rebuild", "app/Dockerfile installs from it"),
+                ("**/migrations/*.py", "setup", "a new migration is applied by setup")]}),
+    # docker/awesome-compose's django: no mount; the context app/ is copied to /app; ENTRYPOINT python3
+    (AWESOME_DJANGO,
+     {"framework": "django", "compose_service": "web", "workdir": "/app", "code": "app", "code_at": "/app",
+      "command": "python manage.py runserver 0.0.0.0:8000 --noreload", "image_entrypoint": ["python3"]}),
 ])
 def test_init_reads_the_project(tmp_path, files, expected):
     from devbox.detect import detect
