@@ -144,6 +144,12 @@ def _image(config: Config, client) -> Iterator[Check]:
         yield Check("warn", f"image: cannot look up {config.image} ({type(e).__name__})")
 
 
+def _shown(path, config: Config) -> str:
+    """A host path as the user wrote it: relative inside the project, absolute outside."""
+    relative = os.path.relpath(path, config.project_dir)
+    return str(path) if relative.startswith("..") else relative
+
+
 def _command_file(config: Config) -> tuple[str, bool] | None:
     """The file the command runs, as a container path, and whether it must be there (a script) or may be
     an installed module (`-m pkg`, `uvicorn pkg:app`); None if the command names no such file."""
@@ -174,10 +180,9 @@ def _code(config: Config, client) -> Iterator[Check]:
     mounted = [m for m in config.mounts if config.workdir == m.target or
                config.workdir.startswith(m.target.rstrip("/") + "/")]
     if mounted:
-        yield Check("ok", f"workdir {config.workdir}: the code mounted from "
-                          f"{os.path.relpath(mounted[0].source, config.project_dir)}")
+        yield Check("ok", f"workdir {config.workdir}: the code mounted from {_shown(mounted[0].source, config)}")
     else:
-        shown = ", ".join(f"{os.path.relpath(m.source, config.project_dir)}:{m.target}" for m in config.mounts)
+        shown = ", ".join(f"{_shown(m.source, config)}:{m.target}" for m in config.mounts)
         yield Check("warn", f"workdir {config.workdir} is not where the code is mounted ({shown or 'no mounts'}): "
                             f"edits will not reach the server; set `workdir` (or `mounts`) in {config.file.name}")
     found = _command_file(config)

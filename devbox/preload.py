@@ -117,6 +117,7 @@ class _Preloader:
         self.gone = threading.Event()
         self.exe = ""
         self.outcome = ""  # "off REASON" or "restart REASON" when it ended
+        self.dropped = False  # it ended without a word (its connection dropped)
         self.errors: collections.deque[str] = collections.deque(maxlen=3)  # its last stderr lines
         exec_id = api.exec_create(container_id, ["sh", "-c", _START, "devbox-preloader", project_dir, "--", *argv],
                                   environment={**env, "DEVBOX_PRELOADER": SOURCE, TOKEN_VAR: uuid.uuid4().hex},
@@ -145,6 +146,7 @@ class _Preloader:
         if not self.outcome:
             last = f": {self.errors[-1]}" if self.errors else ""
             self.outcome = f"off the preloader exited{last}"
+            self.dropped = True  # it said nothing: maybe it went with its container
         self.ready.clear()
         self.gone.set()
         if not self.retired.is_set():
@@ -260,7 +262,7 @@ class PreloadLauncher(ExecLauncher):
             if p is not self.preloader or self.closed:
                 return  # replaced or closed on purpose
             kind, _, why = p.outcome.partition(" ")
-        if kind != "restart" and self._container_gone():
+        if p.dropped and self._container_gone():
             with self.lock:
                 if p is self.preloader:
                     self.preloader = None  # it went with its container: one brought back preloads again

@@ -292,4 +292,10 @@ def stack(client):
     """The name of a Compose project a test starts; whatever carries it is removed after the test."""
     name = f"{TEST_PREFIX}stack-{uuid.uuid4().hex[:8]}"
     yield name
-    remove_by_label(client, f"com.docker.compose.project={name}")
+    label = f"com.docker.compose.project={name}"
+    for network in client.networks.list(filters={"label": label}):  # devbox's own container may be on it
+        network.reload()
+        for container in network.containers:
+            if container.labels.get("devbox.project", "").startswith(TEST_PREFIX):
+                container.remove(force=True)
+    remove_by_label(client, label)

@@ -71,7 +71,7 @@ def make(project, stack: str, services: str = "cache", health: str = '["CMD", "r
 def test_the_server_reaches_a_compose_service_by_name(project, python_image, redis_image, stack):
     make(project, stack)
     run = project.up()
-    run.wait_for(r"starting compose services cache \(compose.yaml, project .*-stack\)")
+    run.wait_for(rf"starting compose services cache \(compose.yaml, project {stack}\)")
     run.wait_for(r"compose services up: cache", timeout=60)
     run.wait_for(r"ready in .*\(start\)", timeout=60)
     assert wait_http(project.port, "hits") == "hits 1"
@@ -89,8 +89,9 @@ def test_the_server_reaches_a_compose_service_by_name(project, python_image, red
 
     down = project.run("down")
     assert down.returncode == 0, down.stderr
-    assert "stopped compose services cache (started by `devbox up`)" in down.stderr
-    assert cache_state(project, stack) == "exited"
+    assert "removed compose services cache (started by `devbox up`)" in down.stderr
+    assert f"removed network {stack}_default" in down.stderr  # nothing of the services is left running
+    assert cache_state(project, stack) == "none"
 
 
 def test_an_unknown_service_name_suggests_the_right_one(project, python_image, stack):
@@ -156,8 +157,8 @@ def test_a_compose_service_runs_as_devboxs_own_with_three_lines(project, python_
     assert container.exec_run(["cat", "/built"]).output == b"built-by-compose-build\n"  # its build
     assert run.interrupt() == 0
     down = own.run("down")
-    assert down.returncode == 0 and "stopped compose services cache" in down.stderr, down.stderr
-    assert cache_state(own, stack) == "exited"
+    assert down.returncode == 0 and "removed compose services cache" in down.stderr, down.stderr
+    assert cache_state(own, stack) == "none"
 
 
 def test_the_example_compose_file_works_as_its_comments_say(tmp_path):

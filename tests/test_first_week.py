@@ -354,3 +354,16 @@ def test_the_ready_line_says_what_the_user_waited_for(project, python_image):
         assert late < 0.25, f"save {value}: the ready line came {late:.2f}s after the page was served"
         assert said <= seen["page"] - saved + 0.1, f"save {value}: said {said:.2f}s, served {seen['page'] - saved:.2f}s"
     assert run.interrupt() == 0
+
+
+def test_doctor_fails_a_config_whose_command_is_not_where_it_runs(named_project, site_packages, stack):
+    """The config `init` used to write for django-on-docker: workdir /app, the code mounted at
+    /usr/src/app, `python app/manage.py`: the server never started and doctor said all was well."""
+    project = named_project
+    apps.make_django_postgres_project(project.path, site_packages, stack, project.port)
+    project.write("devbox.yaml", "compose: {file: docker-compose.yml, service: web}\n"
+                                 "command: python app/manage.py runserver 0.0.0.0:8000 --noreload\n")
+    doctor = project.run("doctor")
+    assert doctor.returncode == 1, doctor.stderr
+    assert "warn  workdir /app is not where the code is mounted (app:/usr/src/app, " in doctor.stderr, doctor.stderr
+    assert "fail  command: /app/app/manage.py does not exist in the container (workdir /app)" in doctor.stderr

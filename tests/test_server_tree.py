@@ -38,7 +38,7 @@ def test_processes_that_leave_the_group_are_ended_with_the_server(project, busyb
     # given 5 s to be gone, a real leftover lives 600 s
     wait_until(lambda: len(project.processes("sleep 600")) == 1, 5, "one start's setsid helper, no earlier one")
     assert len([p for p in project.processes("httpd") if p["args"].startswith("httpd")]) == 1
-    assert "Address already in use" not in run.output
+    assert "Address already in use" not in run.output, run.output
     assert run.interrupt() == 0
 
 
