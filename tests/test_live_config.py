@@ -90,6 +90,7 @@ def test_rules_none_exec_setup_and_restart(project, busybox_image):
 
     project.write("app.py", "x = 1\n")  # unmatched: restart
     run.wait_for(r"ready in .*\(app.py changed\)")
+    run.wait_for("^started$", count=3)  # (its output may come a moment after the ready line)
     assert run.count("^started$") == 3, run.output  # start, setup, app.py: not www/ nor assets/
     assert run.interrupt() == 0
 
