@@ -227,7 +227,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     import yaml
 
+    from .secrets import masked
+
     data = _config(args).to_dict()
+    if not args.show_secrets:
+        data = masked(data)
     if args.json:
         print(json.dumps(data, indent=2))
     else:
@@ -318,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = verbs.add_parser("config", parents=[common], help="print the resolved config, or its errors")
     config.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    config.add_argument("--show-secrets", action="store_true",
+                        help="print values whose names say they are secret (masked by default)")
     config.set_defaults(func=cmd_config)
 
     schema = verbs.add_parser("schema", parents=[common], help="print the JSON Schema of devbox.yaml")

@@ -259,9 +259,10 @@ def _record(project: str) -> Path:
 
 def remember_started(project: str, names: list[str]) -> None:
     """Note the services `up` started, for `down` to stop (a service the user started stays theirs)."""
+    from .lock import write_private
+
     if names:
-        path = _record(project)
-        path.write_text(json.dumps(sorted(set(started_by_up(project)) | set(names))))
+        write_private(_record(project), json.dumps(sorted(set(started_by_up(project)) | set(names))))
 
 
 def started_by_up(project: str) -> list[str]:
@@ -272,7 +273,10 @@ def started_by_up(project: str) -> list[str]:
 
 
 def forget_started(project: str) -> None:
-    _record(project).unlink(missing_ok=True)
+    try:
+        _record(project).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def service_defaults(service: dict[str, Any], raw: dict[str, Any] | None = None,

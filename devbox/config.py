@@ -129,8 +129,11 @@ class Config:
         """What defines the container: a change here recreates it; anything else restarts only the server."""
         return {
             "image": self.image,
+            # build args may be secrets (NPM_TOKEN): the spec is a label anyone can `docker inspect`, so
+            # it holds their hashes, never their values
             "build": None if self.build is None else [str(self.build.context), self.build.dockerfile,
-                                                      dict(self.build.args), self.build.target],
+                                                      {k: _digest(v) for k, v in self.build.args.items()},
+                                                      self.build.target],
             "workdir": self.workdir,
             "mounts": [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in self.mounts],
             "volumes": [f"{v.name}:{v.target}" for v in self.volumes],
@@ -212,6 +215,10 @@ class Config:
             out["compose"] = {"file": str(self.compose.file), "services": list(self.compose.services)} | \
                 ({"service": self.compose.service} if self.compose.service else {})
         return out
+
+
+def _digest(value: object) -> str:
+    return "sha256:" + hashlib.sha256(str(value).encode()).hexdigest()[:16]
 
 
 # -- finding the file --------------------------------------------------------------------------

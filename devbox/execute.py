@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 from .config import Config
 from .container import STATE_DIR, Box
@@ -50,14 +51,37 @@ def run_inside(config: Config, argv: list[str], env: dict[str, str], workdir: st
     if tty is None:
         tty = sys.stdin.isatty() and sys.stdout.isatty()
     args = [docker, "exec", "-i"] + (["-t"] if tty else [])
-    for key, value in {**config.server_env(), **env}.items():
-        args += ["-e", f"{key}={value}"]
+    env_file, child_env = _env_outside_argv({**config.server_env(), **env})
+    args += ["--env-file", str(env_file)] + [a for key in child_env for a in ("-e", key)]
     args += ["-w", workdir or config.workdir] + (["-u", user] if user else []) + [container.id]
-    if tty:
-        sys.stdout.flush()
-        os.execv(docker, args + argv)  # the docker CLI owns the terminal from here; its exit code is ours
+    try:
+        if tty:
+            sys.stdout.flush()
+            # the docker CLI owns the terminal (raw mode: Ctrl-C goes inside); devbox only waits, to
+            # remove the env file once it has been read
+            return subprocess.call(args + argv, env={**os.environ, **child_env})
+        return _forwarding_signals(container, args, argv, {**os.environ, **child_env})
+    finally:
+        env_file.unlink(missing_ok=True)
+
+
+def _env_outside_argv(env: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """The environment for `docker exec`, kept out of its command line (where any local user reads it
+    with `ps`): an env file of mode 600 in the private runtime folder; a value with a line break, which
+    an env file cannot hold, goes through the CLI's own environment as `-e NAME`."""
+    from .lock import private_open, runtime_dir
+
+    path = runtime_dir() / f"exec-{uuid.uuid4().hex[:12]}.env"
+    in_file = {k: v for k, v in env.items() if "\n" not in v and "\r" not in v}
+    with os.fdopen(private_open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as f:
+        f.writelines(f"{k}={v}\n" for k, v in in_file.items())
+    return path, {k: v for k, v in env.items() if k not in in_file}
+
+
+def _forwarding_signals(container, args: list[str], argv: list[str], env: dict[str, str]) -> int:
+    """Pipes on either end: devbox stays the parent and passes Ctrl-C and SIGTERM on to the command."""
     record = f"{STATE_DIR}/exec-{uuid.uuid4().hex[:12]}.pid"
-    child = subprocess.Popen(args + ["sh", "-c", _WRAPPER, record, *argv])
+    child = subprocess.Popen(args + ["sh", "-c", _WRAPPER, record, *argv], env=env)
 
     def forward(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name.removeprefix("SIG")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .lock import runtime_dir
+from .lock import private_open, runtime_dir
 
 LIMIT = 4 * 1024 * 1024  # bytes a log file grows to before it is rotated
 
@@ -33,9 +33,11 @@ def _now() -> str:
 class ServerLog:
     """Appends timestamped lines to the project's log, rotating it at `limit` bytes."""
 
-    def __init__(self, project: str, limit: int = LIMIT):
+    def __init__(self, project: str, limit: int = LIMIT, on_failure=lambda line: None):
         self.path, self.limit = log_path(project), limit
         self._lock = threading.Lock()
+        self.on_failure = on_failure  # told once when the log cannot be written
+        self.failed = False
 
     def write(self, lines: list[str]) -> None:
         if not lines:
@@ -46,10 +48,16 @@ class ServerLog:
             try:
                 if self.path.exists() and self.path.stat().st_size + len(data) > self.limit:
                     os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-                with open(self.path, "ab") as f:
+                fd = private_open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+                with os.fdopen(fd, "ab") as f:
                     f.write(data)
-            except OSError:
-                pass  # the log is a convenience: never a reason for the server to stop
+                self.failed = False
+            except OSError as e:
+                # the log is a convenience: never a reason for the server to stop; said once a failure
+                if not self.failed:
+                    self.failed = True
+                    self.on_failure(f"the server's output is not kept for `devbox logs` ({self.path}: "
+                                    f"{e.strerror or e}); the server runs on")
 
     def marker(self, number: int, reason: str) -> None:
         self.write([f"--- {'start' if number == 1 else f'restart {number - 1}'}: {reason} ---"])

@@ -41,6 +41,7 @@ from docker.utils.socket import frames_iter
 
 from . import output
 from .container import STATE_DIR
+from .lock import write_private
 from .preloader import ARGV_VAR, SEP
 from .server import TOKEN_VAR, ExecLauncher, ServerProcess, command_argv
 
@@ -93,10 +94,7 @@ class ColdMemory:
     def put(self, key: str, why: str) -> None:
         kept = self._read()
         kept[key] = why
-        try:
-            self.path.write_text(json.dumps(kept))
-        except OSError:
-            pass  # not kept: this `up` still knows
+        write_private(self.path, json.dumps(kept))  # if it cannot be kept, this `up` still knows
 
     def _read(self) -> dict[str, str]:
         try:

@@ -139,7 +139,7 @@ class Supervisor:
         self.start_took: dict[bool, float] = {}
         self.began = time.time()
         self.trace = os.environ.get("DEVBOX_TRACE") == "1"  # time each phase of a restart
-        self.log = ServerLog(config.name)  # the server's output, for `devbox logs`
+        self.log = ServerLog(config.name, on_failure=self.say)  # the server's output, for `devbox logs`
         self.cold_check: ServerProcess | None = None  # a cold start telling whether preloading made one fail
         self.cold_check_code: int | None = None  # how the preloaded one exited
         self.reloader_looked = threading.Event()  # the first ready server's tree was looked at (once per `up`)

@@ -59,3 +59,14 @@ def test_the_entrypoint_comes_before_the_command_as_in_docker():
     assert server_command("python app.py", ()) == "python app.py"
     assert server_command("python app.py", ("/e.sh",)) == ("/e.sh", "python", "app.py")
     assert server_command("echo $HOME", ("/e.sh",)) == ("/e.sh", "sh", "-c", "echo $HOME")
+
+
+@pytest.mark.parametrize("name,secret", [("DB_PASSWORD", True), ("SECRET_KEY", True), ("NPM_TOKEN", True),
+                                         ("AWS_SECRET_ACCESS_KEY", True), ("STRIPE_API_KEY", True),
+                                         ("GOOGLE_CREDENTIALS", True), ("api_key", True), ("SSH_PRIVATE", True),
+                                         ("DEBUG", False), ("KEYBOARD", False), ("MONKEY", False),
+                                         ("DJANGO_SETTINGS_MODULE", False), ("PORT", False)])
+def test_secret_names(name, secret):
+    from devbox.secrets import is_secret_name
+
+    assert is_secret_name(name) is secret
