@@ -43,7 +43,7 @@ def _up(args: argparse.Namespace, interrupts) -> int:
     config = _config(args)
     busy = "`devbox rebuild` asks it to rebuild the image" if args.build else "use that one, or stop it with Ctrl-C first"
     with UpLock(config.name, config.project_dir, busy):
-        prestart = None if args.recreate else Prestart(f"devbox-{config.name}")
+        prestart = None if args.recreate else Prestart(f"devbox-{config.name}", config.project_dir)
         try:
             from .control import ControlServer
             from .engine import connect  # the slow imports, while the engine starts the container

@@ -239,7 +239,7 @@ def find_config(explicit: str | os.PathLike | None = None, start: Path | None = 
 
 
 def sanitise_name(text: str) -> str:
-    name = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")
+    name = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")[:63].strip("-_")  # a socket path has a limit
     return name or "devbox"
 
 
@@ -257,9 +257,14 @@ def _parse(path: Path, shown: str, problems: list[ConfigProblem],
     """The document as plain data plus where each value (and key) sits in the file; YAML 1.1
     misreadings go to `misreads` (reported where validation finds nothing else wrong)."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except OSError as e:
         problems.append(ConfigProblem(shown, 0, 0, f"cannot read: {e.strerror}"))
+        return None, {}
+    if len(data) > MAX_BYTES:
+        problems.append(ConfigProblem(shown, 0, 0, f"is larger than {MAX_BYTES // 1024} KB; a devbox.yaml is a few "
+                                                   "KB: is it the right file?"))
         return None, {}
     if b"\0" in data:
         problems.append(ConfigProblem(shown, 0, 0, "is a binary file, not YAML"))
@@ -279,6 +284,18 @@ def _parse(path: Path, shown: str, problems: list[ConfigProblem],
     try:
         node = loader.get_single_node()
         if node is None:
+            return None, {}
+        sizes: dict[int, int] = {}
+        if _expanded_size(node, sizes, set()) > MAX_VALUES:
+            why = ("nested too deeply (an alias that contains itself?)" if CYCLE in sizes else
+                   f"its aliases expand to more than {MAX_VALUES:,} values (an alias bomb?): write the values out")
+            problems.append(ConfigProblem(shown, node.start_mark.line + 1, node.start_mark.column + 1, f"YAML: {why}"))
+            return None, {}
+        duplicate = _duplicate_key(node)
+        if duplicate is not None:
+            key, first, again = duplicate
+            problems.append(ConfigProblem(shown, again.line + 1, again.column + 1,
+                                          f"duplicate key '{key}' (first at line {first.line + 1}): keep one"))
             return None, {}
         value = loader.construct_document(node)
     except yaml.MarkedYAMLError as e:
@@ -300,6 +317,57 @@ def _parse(path: Path, shown: str, problems: list[ConfigProblem],
     if misreads is not None:
         misreads.extend(_misread(loader, node, shown))
     return value, positions
+
+
+MAX_BYTES = 1024 * 1024  # a config larger than this is not one (a 28 MB file took minutes and GBs)
+MAX_VALUES = 10_000  # values after alias expansion: a devbox.yaml has a few hundred
+CYCLE = -1  # the key `_expanded_size` marks an alias that contains itself with
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values the document has once aliases are expanded, counted on the node graph (each
+    node once, so a 436-byte alias bomb is counted, not built); a cycle counts as too many."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        sizes[CYCLE] = 1
+        return MAX_VALUES + 1
+    open_nodes.add(key)
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes, open_nodes) + _expanded_size(v, sizes, open_nodes)
+                       for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, sizes, open_nodes) for item in node.value)
+    else:
+        size = 1
+    open_nodes.discard(key)
+    sizes[key] = min(size, MAX_VALUES + 1)
+    return sizes[key]
+
+
+def _duplicate_key(node: yaml.Node, seen: set[int] | None = None) -> tuple[str, yaml.Mark, yaml.Mark] | None:
+    """The first key written twice in one mapping (YAML 1.2 and Compose refuse those; PyYAML keeps the last)."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return None
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: dict[str, yaml.Mark] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
+                if key_node.value in keys:
+                    return key_node.value, keys[key_node.value], key_node.start_mark
+                keys[key_node.value] = key_node.start_mark
+            found = _duplicate_key(value_node, seen)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found = _duplicate_key(item, seen)
+            if found:
+                return found
+    return None
 
 
 BOOLEAN_KEYS = {"poll", "preload"}  # where yes/no/on/off may mean what YAML 1.1 reads
@@ -368,19 +436,25 @@ def _walk(loader: yaml.SafeLoader, node: yaml.Node, shown: str) -> Positions:
 _VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-|:?\?)([^}]*))?\}|(\{[^}]*\}?))")
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines, `export` allowed, quotes stripped, # comments skipped (the Compose .env format)."""
+def read_env_file(path: Path, problems: list[tuple[int, str]] | None = None) -> dict[str, str]:
+    """KEY=VALUE lines, `export` allowed, quotes stripped, # comments skipped (the Compose .env format).
+    A line no process could take (no NAME, a NUL) is left out, and with `problems`, named there."""
     out: dict[str, str] = {}
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return out
-    for line in lines:
+    for number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, value = line.split("=", 1)
         key = key.removeprefix("export ").strip()
+        if not schema.ENV_NAME.fullmatch(key) or "\0" in value:
+            if problems is not None:
+                problems.append((number, f"expected NAME=value with a NAME of letters, digits and _ (not starting "
+                                         f"with a digit) and no NUL, got {line[:40]!r}: fix or remove the line"))
+            continue
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
@@ -557,6 +631,10 @@ def _check_paths(data: dict, project_dir: Path, positions: Positions, shown: str
         if not (project_dir / name).is_file():
             file, line, col = positions.get(("env_file", i)) or positions.get(("env_file",)) or (shown, 0, 0)
             out.append(ConfigProblem(file, line, col, f"env_file: '{name}' does not exist (create it or remove the entry)"))
+        else:
+            bad: list[tuple[int, str]] = []
+            read_env_file(project_dir / name, bad)
+            out += [ConfigProblem(str(name), number, 1, message) for number, message in bad]
     compose = data.get("compose")
     if isinstance(compose, dict):
         file = compose.get("file")

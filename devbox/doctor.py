@@ -41,6 +41,10 @@ def _checks(config: Config) -> Iterator[Check]:
     yield from _watching(config)
     yield from _compose(config)
     yield from _ports(config, client)
+    from .exposure import exposure_warnings
+
+    for line in exposure_warnings(config):
+        yield Check("warn", line)
     if client is not None:
         yield from _image(config, client)
     yield from _code(config, client)

@@ -40,9 +40,11 @@ class ConfigProblem:
     message: str
 
     def __str__(self) -> str:
+        # one line, whatever the file holds: control characters (a key of "\r") are shown escaped
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in self.message)
         if self.line:
-            return f"{self.file}:{self.line}:{self.column}: {self.message}"
-        return f"{self.file}: {self.message}"
+            return f"{self.file}:{self.line}:{self.column}: {message}"
+        return f"{self.file}: {message}"
 
 
 class ConfigError(DevboxError):

@@ -4,7 +4,9 @@ Importing the SDK (and `requests` under it) takes about 0.16 s, and starting a
 container takes the engine 0.25-0.3 s; done one after the other they are most of
 `devbox up`'s own time. So `up` first sends the engine one raw request,
 `POST /containers/devbox-<name>/start`, over its unix socket, and only then imports
-the SDK. Whatever the answer, `Box.ensure` still checks the container's labels
+the SDK. It first asks whose the container is (`GET .../json`, a millisecond): one
+made for another folder under the same name is never started (that `up` is
+refused). Whatever the answer, `Box.ensure` still checks the container's labels
 and recreates it if its config changed; this only gets the engine going early.
 """
 
@@ -13,9 +15,11 @@ from __future__ import annotations
 __all__ = ["Prestart"]
 
 import http.client
+import json
 import socket
 import threading
 import urllib.parse
+from pathlib import Path
 
 from .engine import endpoint
 from .errors import DevboxError
@@ -35,9 +39,9 @@ class _UnixConnection(http.client.HTTPConnection):
 class Prestart:
     """One background start request; `started()` tells whether it started the container."""
 
-    def __init__(self, container_name: str):
+    def __init__(self, container_name: str, folder: Path):
         self.status: int | None = None
-        self.name = container_name
+        self.name, self.folder = container_name, folder
         self._thread: threading.Thread | None = None
         try:
             self.path = endpoint().socket_path
@@ -49,6 +53,8 @@ class Prestart:
 
     def _run(self, action: str) -> None:
         try:
+            if action == "start" and not self._ours():
+                return
             conn = _UnixConnection(self.path)
             conn.request("POST", f"/containers/{urllib.parse.quote(self.name)}/{action}" +
                          ("?t=3" if action == "stop" else ""))
@@ -58,6 +64,23 @@ class Prestart:
                 self.status = status
         except (OSError, http.client.HTTPException):
             pass  # the SDK will say what is wrong, in a proper message
+
+    def _ours(self) -> bool:
+        """Whether the container was made for this folder (labels as container.py writes them)."""
+        conn = _UnixConnection(self.path)
+        conn.request("GET", f"/containers/{urllib.parse.quote(self.name)}/json")
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        if response.status != 200:
+            return False
+        try:
+            labels = (json.loads(body).get("Config") or {}).get("Labels") or {}
+        except ValueError:
+            return False
+        folder = labels.get("devbox.project-dir") or \
+            (str(Path(labels["devbox.config-file"]).parent) if labels.get("devbox.config-file") else "")
+        return folder == str(self.folder)
 
     def undo(self) -> None:
         """Stop the container again if this started it (`up` failed or was interrupted early)."""

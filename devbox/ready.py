@@ -29,8 +29,10 @@ POLL = 0.005  # seconds between probes: a refused local connect costs microsecon
 
 def probe_address(port: Port) -> tuple[str, int]:
     host = port.host_ip
-    if host in ("0.0.0.0", "", "::"):
+    if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"  # published on IPv6 only: 127.0.0.1 may not answer
     return host, port.host_port
 
 
@@ -80,6 +82,7 @@ def _check_for(config: Config, proc: ServerProcess, direct_ip: str | None = None
     return partial(listening, probe_address(port))
 
 
+NO_CHECK_GRACE = 0.5  # seconds a server with nothing to probe must live to count as started
 QUIET_SHARE = 0.6  # of the last start's time: no probing before it, so probes do not slow the start itself
 
 
@@ -92,7 +95,8 @@ def wait_ready(config: Config, proc: ServerProcess, cancelled: Callable[[], bool
     QUIET_SHARE of that time first (log probes cost nothing and start at once)."""
     check = _check_for(config, proc, direct_ip)
     if check is None:
-        return "no check"
+        proc.exited.wait(NO_CHECK_GRACE)  # a start that fails at once (exit 126, 127) did not "start"
+        return "exited" if proc.exited.is_set() else "no check"
     began = time.monotonic()
     deadline = began + config.ready.timeout
     # (a probe past the proxy, or of the log, costs the starting server nothing: no quiet time for it)

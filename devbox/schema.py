@@ -10,9 +10,12 @@ from __future__ import annotations
 __all__ = ["Problem", "Report", "SCHEMA", "json_schema", "SIGNALS", "parse_port", "parse_mount"]
 
 import difflib
+import ipaddress
+import math
 import re
 import shlex
 import signal
+from re import _constants as re_constants, _parser as re_parser  # (sre_parse, without its warning)
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -104,7 +107,7 @@ class Int(Node):
         ok_types = (int, float) if self.number else (int,)
         if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip()):
             value = float(value) if "." in value else int(value)  # "${PORT:-8000}" interpolates to a string
-        if isinstance(value, bool) or not isinstance(value, ok_types):
+        if isinstance(value, bool) or not isinstance(value, ok_types) or not math.isfinite(value):
             return self.fail(value, path, report)
         if value < self.minimum or (self.maximum is not None and value > self.maximum):
             return self.fail(value, path, report)
@@ -147,19 +150,20 @@ class Bool(Node):
 
 
 class List(Node):
-    def __init__(self, item: Node, allow_single: bool = False):
-        self.item, self.allow_single = item, allow_single
-        self.expected = f"a list of {item.expected}" if not allow_single else f"{item.expected} or a list of them"
+    def __init__(self, item: Node, allow_single: bool = False, non_empty: bool = False, expected: str = ""):
+        self.item, self.allow_single, self.non_empty = item, allow_single, non_empty
+        self.expected = expected or (f"a list of {item.expected}" if not allow_single else
+                                     f"{item.expected} or a list of them")
 
     def check(self, value, path, report):
         if self.allow_single and not isinstance(value, list):
             value = [value]
-        if not isinstance(value, list):
+        if not isinstance(value, list) or (self.non_empty and not value):
             return self.fail(value, path, report)
         return [self.item.check(v, path + (i,), report) for i, v in enumerate(value)]
 
     def schema(self):
-        out = {"type": "array", "items": self.item.schema()}
+        out = {"type": "array", "items": self.item.schema()} | ({"minItems": 1} if self.non_empty else {})
         return {"anyOf": [self.item.schema(), out]} if self.allow_single else out
 
 
@@ -179,6 +183,9 @@ class Either(Node):
         return {"anyOf": [node.schema() for _, node in self.options]}
 
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 class Env(Node):
     """NAME: value pairs; numbers and booleans become strings, as Compose does."""
 
@@ -188,8 +195,10 @@ class Env(Node):
         if isinstance(value, list):  # Compose also allows ["NAME=value", ...]
             pairs = {}
             for i, item in enumerate(value):
-                if not isinstance(item, str) or "=" not in item:
-                    self.fail(item, path + (i,), report, "NAME=value")
+                if not isinstance(item, str) or "=" not in item or not ENV_NAME.fullmatch(item.split("=", 1)[0]) \
+                        or "\0" in item:
+                    self.fail(item, path + (i,), report, "NAME=value (a NAME of letters, digits and _, not "
+                                                         "starting with a digit; no NUL)")
                 else:
                     k, v = item.split("=", 1)
                     pairs[k] = v
@@ -198,10 +207,10 @@ class Env(Node):
             return self.fail(value, path, report)
         out = {}
         for k, v in value.items():
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k)):
+            if not ENV_NAME.fullmatch(str(k)):
                 report.add(path + (k,), f"{dotted(path + (k,))}: expected an environment variable name, got {describe(k)}", at_key=True)
-            elif isinstance(v, (dict, list)):
-                self.fail(v, path + (k,), report, "a string, number or boolean")
+            elif isinstance(v, (dict, list)) or (isinstance(v, str) and "\0" in v):
+                self.fail(v, path + (k,), report, "a string, number or boolean (no NUL)")
             else:
                 out[str(k)] = "" if v is None else (("true" if v else "false") if isinstance(v, bool) else str(v))
         return out
@@ -284,8 +293,10 @@ def parse_port(text: str) -> tuple[str, int, int, str]:
         numbers.append(int(p))
     if addr == "localhost":
         addr = "127.0.0.1"  # Docker binds IP addresses only
-    if not re.fullmatch(r"[0-9a-fA-F.:]+", addr):
-        raise ValueError(f"address '{addr}' is not an IP address")
+    try:
+        ipaddress.ip_address(addr)
+    except ValueError:
+        raise ValueError(f"address '{addr}' is not an IP address") from None
     return addr, numbers[0], numbers[1], proto
 
 
@@ -320,14 +331,45 @@ def parse_signal(text: str) -> str:
 
 
 def parse_regex(text: str) -> None:
+    """A pattern devbox can match on every line without hanging: no repetition inside a repetition
+    (`(a+)+`, `(a|aa)*`), which can backtrack for ever on a line that almost matches."""
     try:
         re.compile(text)
+        parsed = re_parser.parse(text)
     except re.error as e:
         raise ValueError(f"not a regular expression: {e}") from None
+    if _nested_repeat(parsed, False):
+        raise ValueError("a repetition inside a repetition, like (a+)+, can take for ever on some lines: "
+                         "write it without the inner repeat") from None
+
+
+def _nested_repeat(items, inside: bool) -> bool:
+    """Whether an unbounded repeat (or overlapping alternatives) sits inside an unbounded repeat."""
+    for op, arg in items:
+        if op in (re_constants.MAX_REPEAT, re_constants.MIN_REPEAT):
+            low, high, sub = arg
+            unbounded = high == re_constants.MAXREPEAT or high > 100
+            if unbounded and inside:
+                return True
+            if _nested_repeat(sub, inside or unbounded):
+                return True
+        elif op == re_constants.SUBPATTERN:
+            if _nested_repeat(arg[-1], inside):
+                return True
+        elif op == re_constants.BRANCH:
+            if inside and len(arg[1]) > 1:
+                return True  # (a|aa)*: alternatives that may overlap, under a repeat
+            if any(_nested_repeat(b, inside) for b in arg[1]):
+                return True
+        elif op in (re_constants.ASSERT, re_constants.ASSERT_NOT):
+            if _nested_repeat(arg[1], inside):
+                return True
+    return False
 
 
 STRINGS = List(Str(), allow_single=True)
-COMMAND = Either("a command string or a list of strings", (str, Str()), (list, List(Str())))
+COMMAND = Either("a command string or a list of strings", (str, Str("a command that is not empty", r"(?s).*\S.*")),
+                 (list, List(Str(), non_empty=True, expected="a non-empty list of strings")))
 ACTION = Either(
     "one of restart, setup, rebuild, none, or {exec: COMMAND}",
     (str, Enum("restart", "setup", "rebuild", "none")),
@@ -336,7 +378,7 @@ ACTION = Either(
 
 SCHEMA = Map(
     {
-        "name": Str("a project name (letters, digits, '-', '_')", r"[A-Za-z0-9][A-Za-z0-9_.-]*"),
+        "name": Str("a project name of up to 63 letters, digits, '-', '_', '.'", r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"),
         "image": Str("an image name"),
         "build": Either(
             "a build context path or a mapping",
@@ -355,21 +397,21 @@ SCHEMA = Map(
         "entrypoint": Either("a command string or a list of strings (`[]`: none)",
                              (str, Str("words a shell could split", parse=shlex.split)), (list, List(Str()))),
         "stop_signal": Str("a signal name like SIGTERM", parse=parse_signal),
-        "stop_timeout": Int(0, number=True),
+        "stop_timeout": Int(0, 3600, number=True),
         "preload": Either("auto, true or false", (str, Enum("auto")), (bool, Bool())),
         "ready": Map(
             {
                 "http": Str("a URL path starting with /", r"/.*"),
                 "tcp": Int(1, 65535),
                 "log": Str("a regular expression", parse=parse_regex),
-                "timeout": Int(0, number=True),
+                "timeout": Int(0, 86400, number=True),
             }
         ),
         "watch": Map(
             {
                 "paths": STRINGS,
                 "ignore": STRINGS,
-                "debounce_ms": Int(0),
+                "debounce_ms": Int(0, 60_000),
                 "poll": Either("auto, true or false", (str, Enum("auto")), (bool, Bool())),
                 "rules": List(Map({"match": STRINGS, "action": ACTION}, required=("match", "action"))),
             }

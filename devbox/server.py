@@ -112,6 +112,7 @@ rm -f "$rec"
 """
 
 TAIL_LINES = 20
+MATCHED_CHARS = 4096  # of each line, for `ready.log`: a bound on the work one line can cost
 _SHELL = re.compile(r"[$`|&;<>(){}*?\[\]~\\\n#]|^\w+=")  # what only a shell would make sense of
 
 
@@ -234,7 +235,7 @@ class ExecLauncher:
         def take(new_lines: list[str]) -> None:
             self.log(new_lines)
             proc.tail.extend(new_lines)
-            if pattern and any(pattern.search(line) for line in new_lines):
+            if pattern and not proc.log_matched.is_set() and any(pattern.search(line[:MATCHED_CHARS]) for line in new_lines):
                 proc.log_matched.set()
 
         try:
@@ -244,7 +245,7 @@ class ExecLauncher:
                         continue
                     sinks[i].write(chunk)
                     take(lines[i].feed(chunk))
-                    if pattern and not proc.log_matched.is_set() and pattern.search(lines[i].partial()):
+                    if pattern and not proc.log_matched.is_set() and pattern.search(lines[i].partial()[:MATCHED_CHARS]):
                         proc.log_matched.set()
         except Exception:  # the connection dropped: the exit code below still tells what happened
             pass

@@ -28,9 +28,10 @@ import docker
 
 from . import output
 from .compose import Services, remember_started
-from .config import LOCAL_NAME, Config, load
+from .config import LOCAL_NAME, Config, load, read_env_file
 from .container import LABEL_HASH, Box, EventFollower, Outcome
 from .errors import ConfigError, ContainerError, ContainerGone, DevboxError, DockerUnavailable
+from .exposure import exposure_warnings
 from .interrupts import Interrupts
 from .lock import runtime_dir
 from .logs import ServerLog
@@ -243,6 +244,8 @@ class Supervisor:
     # -- bring up, and back ---------------------------------------------------------------------
 
     def _bring_up(self, began: float) -> None:
+        for line in exposure_warnings(self.config):
+            self.say(f"warning: {line}")
         prestarted = self.prestart is not None and self.prestart.started()
         self._check_ports(prestarted)
         if self.config.compose is not None:
@@ -497,6 +500,7 @@ class Supervisor:
     def _on_changes(self, paths: set[str], seen: float) -> None:
         if paths & self.config_files and not self._reload_config():
             paths -= self.config_files  # an invalid or failing config changes nothing
+        paths -= self._bad_env_files(paths)
         todo = plan(paths, self.config.watch.rules)
         forget_bytecode(self.config.project_dir, paths)
         for command in todo.exec:
@@ -516,6 +520,25 @@ class Supervisor:
             return
         if todo.restart:
             self._restart(todo.reason, seen)
+
+    def _bad_env_files(self, paths: set[str]) -> set[str]:
+        """Changed env files with a line no process could take: said, and no restart for them (every
+        start would fail until they are fixed)."""
+        bad = set()
+        for path in self.config.env_files:
+            try:
+                relative = path.resolve().relative_to(self.config.project_dir).as_posix()
+            except ValueError:
+                continue
+            problems: list[tuple[int, str]] = []
+            if relative in paths:
+                read_env_file(path, problems)
+            for number, message in problems:
+                self.say(f"{relative}:{number}: {message}")
+            if problems:
+                self.say(f"{relative} not applied; the server runs on with what it had")
+                bad.add(relative)
+        return bad
 
     def _held_back(self, paths: set[str]) -> bool:
         """Every changed .py file fails to parse, here and in the container: keep the old server serving."""
@@ -813,6 +836,7 @@ class Supervisor:
         threading.Thread(target=self._probe, args=(proc,), daemon=True, name="devbox-ready").start()
 
     def _probe(self, proc: ServerProcess) -> None:
+        started = time.monotonic()
         try:
             outcome = wait_ready(self.config, proc, cancelled=lambda: proc is not self.current,
                                  expected=self.start_took.get(proc.preloaded, 0.0), direct_ip=self.container_ip)
@@ -820,7 +844,8 @@ class Supervisor:
             outcome = f"failed ({type(e).__name__}: {e})"
         if outcome == "ready" and proc.exited.is_set():
             outcome = "exited"  # what answered is not this server, which had gone (its exit is handled as such)
-        self.events.put(Probed(proc, outcome, time.monotonic()))
+        # "started in" is the time to the start itself, not to the end of the wait that it did not fail
+        self.events.put(Probed(proc, outcome, started if outcome == "no check" else time.monotonic()))
 
     def _stop_server(self, hurry: Callable[[], bool] | None = None) -> None:
         proc, self.current = self.current, None

@@ -212,6 +212,7 @@ class Watcher:
         self.on_change, self.on_warning, self.on_failure = on_change, on_warning, on_failure
         self.filter = ChangeFilter(project_dir, IgnoreRules([]), self.always)
         self.ready = threading.Event()  # set once the watch is in place (tests wait for it)
+        self._undecodable_said = False  # a file name that is not UTF-8 was reported
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="devbox-watch", daemon=True)
 
@@ -305,7 +306,21 @@ class Watcher:
         while True:
             quiet = fast if len(pending) <= SMALL_BATCH else max(fast, self.debounce_ms)
             window = max(NOISE_WINDOW_MS, 3 * quiet)
-            raw = notify.watch(window, quiet, quiet if pending else 0, self._stop)
+            try:
+                raw = notify.watch(window, quiet, quiet if pending else 0, self._stop)
+            except Exception as e:
+                if "decode path" not in str(e):
+                    raise
+                # a name that is not UTF-8 (watchfiles cannot hand it over): say so once, and watch
+                # afresh, since the watcher keeps failing on it; what else was pending still counts
+                if not self._undecodable_said:
+                    self._undecodable_said = True
+                    name = str(e).split('"')[1] if '"' in str(e) else "a file"
+                    self.on_warning(f"{self._relative(name)}: its name is not UTF-8, so changes to it are not "
+                                    "seen; rename it, or add it to watch.ignore")
+                if pending:
+                    self._hand_over(pending)
+                return "reopen"
             if raw == "stop" or self._stop.is_set():
                 return "stop"
             if raw in ("timeout", "signal"):

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,9 @@ def write(folder: Path, name: str, text: str) -> Path:
     return path
 
 
-def errors(folder: Path, text: str, environ: dict | None = None, local: str | None = None) -> list[str]:
-    path = write(folder, "devbox.yaml", text)
+def errors(folder: Path, text: str | None, environ: dict | None = None, local: str | None = None) -> list[str]:
+    """The problems loading devbox.yaml (written from `text`, unless None: as it is) reports."""
+    path = folder / "devbox.yaml" if text is None else write(folder, "devbox.yaml", text)
     if local is not None:
         write(folder, "devbox.local.yaml", local)
     with pytest.raises(ConfigError) as info:
@@ -44,8 +46,8 @@ ERROR_CASES = [
     ("unknown key", MINIMAL + "port: 8000\n", "devbox.yaml:3:1: unknown key 'port' (did you mean 'ports'?)"),
     ("unknown nested key", MINIMAL + "ready:\n  htp: /\n", "devbox.yaml:4:3: unknown key 'htp' in ready (did you mean 'http'?)"),
     ("not an integer", MINIMAL + "watch:\n  debounce_ms: fast\n",
-     "devbox.yaml:4:16: watch.debounce_ms: expected an integer >= 0, got 'fast'"),
-    ("negative duration", MINIMAL + "stop_timeout: -1\n", "devbox.yaml:3:15: stop_timeout: expected a number >= 0, got -1"),
+     "devbox.yaml:4:16: watch.debounce_ms: expected an integer >= 0 and <= 60000, got 'fast'"),
+    ("negative duration", MINIMAL + "stop_timeout: -1\n", "devbox.yaml:3:15: stop_timeout: expected a number >= 0 and <= 3600, got -1"),
     ("port out of range", MINIMAL + "ports: ['70000:80']\n",
      "devbox.yaml:3:9: ports[0]: expected [ADDR:]HOST:CONTAINER (port '70000' is not a number from 1 to 65535), got '70000:80'"),
     ("port not a number", MINIMAL + "ports: ['web:80']\n",
@@ -79,11 +81,11 @@ ERROR_CASES = [
      "devbox.yaml:3:15: ready.http: expected a URL path starting with /, got 'health'"),
     ("relative workdir", MINIMAL + "workdir: app\n", "devbox.yaml:3:10: workdir: expected an absolute container path, got 'app'"),
     ("bad name", MINIMAL + "name: 'my shop'\n",
-     "devbox.yaml:3:7: name: expected a project name (letters, digits, '-', '_'), got 'my shop'"),
+     "devbox.yaml:3:7: name: expected a project name of up to 63 letters, digits, '-', '_', '.', got 'my shop'"),
     ("env not a mapping", MINIMAL + "env: 3\n", "devbox.yaml:3:6: env: expected a mapping of NAME: value, got 3"),
     ("bad env name", MINIMAL + "env:\n  1BAD: x\n",
      "devbox.yaml:4:3: env.1BAD: expected an environment variable name, got '1BAD'"),
-    ("env value a list", MINIMAL + "env:\n  A: [1]\n", "devbox.yaml:4:6: env.A: expected a string, number or boolean, got a list"),
+    ("env value a list", MINIMAL + "env:\n  A: [1]\n", "devbox.yaml:4:6: env.A: expected a string, number or boolean (no NUL), got a list"),
     ("top level a list", "- image: x\n", "devbox.yaml:1:1: expected a mapping of keys at the top, got a list"),
     ("top level a scalar", "hello\n", "devbox.yaml:1:1: expected a mapping of keys at the top, got 'hello'"),
     ("empty file", "", "devbox.yaml: is empty; run `devbox init` for a starter file"),
@@ -107,7 +109,40 @@ ERROR_CASES = [
      "devbox.yaml:3:17: compose.file: 'other.yaml' does not exist"),
     ("recursive alias", "image: x\ncommand: &c [a, *c]\n",
      "devbox.yaml:1:1: YAML: nested too deeply (an alias that contains itself?)"),
-    ("boolean for a number", MINIMAL + "stop_timeout: yes\n", "devbox.yaml:3:15: stop_timeout: expected a number >= 0, got true"),
+    ("boolean for a number", MINIMAL + "stop_timeout: yes\n", "devbox.yaml:3:15: stop_timeout: expected a number >= 0 and <= 3600, got true"),
+    # hostile or careless input: one line each, never a hang or a later OCI error
+    ("alias bomb", "image: x\ncommand: y\na: &a [x, x, x, x, x, x, x, x, x]\n" +
+     "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcde", "bcdef")),
+     "devbox.yaml:1:1: YAML: its aliases expand to more than 10,000 values (an alias bomb?): write the values out"),
+    ("duplicate key", MINIMAL + "ports: ['1:1']\nports: ['2:2']\n",
+     "devbox.yaml:4:1: duplicate key 'ports' (first at line 3): keep one"),
+    ("empty command list", "image: x\ncommand: []\n",
+     "devbox.yaml:2:10: command: expected a non-empty list of strings, got a list"),
+    ("blank command", "image: x\ncommand: '  '\n",
+     "devbox.yaml:2:10: command: expected a command that is not empty, got '  '"),
+    ("env list without a name", MINIMAL + "env: ['=z']\n",
+     "devbox.yaml:3:7: env[0]: expected NAME=value (a NAME of letters, digits and _, not starting with a digit; "
+     "no NUL), got '=z'"),
+    ("env list name with a space", MINIMAL + "env: ['A B=y']\n",
+     "devbox.yaml:3:7: env[0]: expected NAME=value (a NAME of letters, digits and _, not starting with a digit; "
+     "no NUL), got 'A B=y'"),
+    ("NUL in an env value", MINIMAL + 'env: {A: "x\\0y"}\n',
+     "devbox.yaml:3:10: env.A: expected a string, number or boolean (no NUL), got 'x\\x00y'"),
+    ("not an address", MINIMAL + "ports: ['1.2.3.4.5.6:80:80']\n",
+     "devbox.yaml:3:9: ports[0]: expected [ADDR:]HOST:CONTAINER (address '1.2.3.4.5.6' is not an IP address), "
+     "got '1.2.3.4.5.6:80:80'"),
+    ("letters for an address", MINIMAL + "ports: ['abc:1:1']\n",
+     "devbox.yaml:3:9: ports[0]: expected [ADDR:]HOST:CONTAINER (address 'abc' is not an IP address), got 'abc:1:1'"),
+    ("infinite stop_timeout", MINIMAL + "stop_timeout: .inf\n",
+     "devbox.yaml:3:15: stop_timeout: expected a number >= 0 and <= 3600, got inf"),
+    ("huge debounce", MINIMAL + "watch: {debounce_ms: 99999999999999999999}\n",
+     "devbox.yaml:3:22: watch.debounce_ms: expected an integer >= 0 and <= 60000, got 99999999999999999999"),
+    ("name too long", MINIMAL + "name: " + "a" * 120 + "\n",
+     "devbox.yaml:3:7: name: expected a project name of up to 63 letters, digits, '-', '_', '.', got "
+     "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'"),
+    ("a regex that can backtrack for ever", MINIMAL + "ready: {log: '(a+)+$'}\n",
+     "devbox.yaml:3:14: ready.log: expected a regular expression (a repetition inside a repetition, like (a+)+, "
+     "can take for ever on some lines: write it without the inner repeat), got '(a+)+$'"),
 ]
 
 
@@ -119,6 +154,21 @@ def test_each_error_names_file_line_column(tmp_path, name, text, expected):
 def test_all_problems_are_reported_at_once_in_file_order(tmp_path):
     found = errors(tmp_path, "image: x\ncommand: y\nport: 1\nstop_timeout: -2\nready: {tcp: 0}\n")
     assert [line.split(":")[1] for line in found] == ["3", "4", "5"]
+
+
+def test_a_config_of_megabytes_is_refused_at_once(tmp_path):
+    (tmp_path / "devbox.yaml").write_text("image: x\ncommand: y\n" + "# padding\n" * 300_000)
+    began = time.monotonic()
+    assert errors(tmp_path, None) == ["devbox.yaml: is larger than 1024 KB; a devbox.yaml is a few KB: "
+                                      "is it the right file?"]
+    assert time.monotonic() - began < 1
+
+
+def test_an_env_file_line_no_process_could_take_is_named(tmp_path):
+    (tmp_path / ".env.dev").write_text("GOOD=1\n=x\n")
+    assert errors(tmp_path, MINIMAL + "env_file: .env.dev\n") == [
+        ".env.dev:2:1: expected NAME=value with a NAME of letters, digits and _ (not starting with a digit) "
+        "and no NUL, got '=x': fix or remove the line"]
 
 
 def test_binary_file(tmp_path):
@@ -229,7 +279,7 @@ def test_local_file_merges_maps_and_replaces_lists(tmp_path):
 
 def test_errors_in_the_local_file_name_it(tmp_path):
     found = errors(tmp_path, MINIMAL + "ports: ['8000:80']\n", local="\nports: ['8000']\nwatch: {debounce_ms: -5}\n")
-    assert found == ["devbox.local.yaml:3:22: watch.debounce_ms: expected an integer >= 0, got -5"]
+    assert found == ["devbox.local.yaml:3:22: watch.debounce_ms: expected an integer >= 0 and <= 60000, got -5"]
     found = errors(tmp_path, MINIMAL, local="command: [a, b\n")
     assert found == ["devbox.local.yaml:2:1: YAML syntax: expected ',' or ']', but got '<stream end>'"]
 
@@ -280,7 +330,7 @@ def test_devbox_config_prints_errors_and_exits_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "devbox: devbox.yaml:3:1: unknown key 'port' (did you mean 'ports'?)",
-        "devbox: devbox.yaml:4:15: stop_timeout: expected a number >= 0, got 'x'",
+        "devbox: devbox.yaml:4:15: stop_timeout: expected a number >= 0 and <= 3600, got 'x'",
     ]
     assert result.stdout == ""
 

@@ -7,6 +7,7 @@ import contextlib
 import io
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -35,18 +36,30 @@ values = st.recursive(
 documents = st.dictionaries(st.sampled_from(KEYS), values, max_size=10)
 
 
+TIME_BOUND = 2.0  # seconds for the loader and for `devbox config` on any input (a hang is a bug)
+
+
 def check_loader(folder: Path, data: bytes) -> None:
     path = folder / "devbox.yaml"
     path.write_bytes(data)
+    began = time.monotonic()
+    problems = 0
     try:
         assert isinstance(load(path, environ={}), Config)
     except ConfigError as e:
+        problems = len(e.problems)
         assert e.problems and all(str(p).startswith("devbox.yaml") for p in e.problems)
+    assert time.monotonic() - began < TIME_BOUND
     out, err = io.StringIO(), io.StringIO()
+    began = time.monotonic()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["config", "-f", str(path)])
+    assert time.monotonic() - began < TIME_BOUND
     assert code in (0, 2), err.getvalue()
     assert "Traceback" not in err.getvalue() and "devbox: unexpected" not in err.getvalue(), err.getvalue()
+    if code == 2:  # one line per problem, each naming the file
+        lines = err.getvalue().splitlines()
+        assert len(lines) == problems and all(line.startswith("devbox: devbox.yaml") for line in lines), lines
 
 
 FUZZ = settings(max_examples=int(os.environ.get("DEVBOX_FUZZ_EXAMPLES", "400")), deadline=None,
@@ -81,3 +94,15 @@ def test_random_anchors_aliases_and_tags(lines):
 def test_random_yaml_punctuation(text):
     with tempfile.TemporaryDirectory() as folder:
         check_loader(Path(folder), text.encode())
+
+
+@FUZZ
+@given(st.integers(1, 9), st.integers(2, 12), st.booleans())
+def test_alias_fans_are_refused_fast(levels, fan, in_a_key):
+    """Billion laughs: each level an alias list of the one before. Refused by its expanded size, fast."""
+    lines = ['l0: &l0 ["x"]']
+    for i in range(1, levels + 1):
+        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * fan)}]")
+    lines.append(f"{'env' if in_a_key else 'command'}: *l{levels}" if in_a_key else f"command: *l{levels}")
+    with tempfile.TemporaryDirectory() as folder:
+        check_loader(Path(folder), ("image: x\n" + "\n".join(lines) + "\n").encode())
