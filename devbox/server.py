@@ -112,6 +112,9 @@ rm -f "$rec"
 """
 
 TAIL_LINES = 20
+# words that are the shell's own, not programs: `exec httpd ...` needs the shell it names
+_SHELL_BUILTINS = {"exec", "cd", "export", "source", ".", "set", "unset", "eval", "ulimit", "umask", "trap",
+                   "alias", "read", "wait", "shift", "test", "[", "if", "for", "while", "case", "until", "!"}
 MATCHED_CHARS = 4096  # of each line, for `ready.log`: a bound on the work one line can cost
 _SHELL = re.compile(r"[$`|&;<>(){}*?\[\]~\\\n#]|^\w+=")  # what only a shell would make sense of
 
@@ -125,9 +128,10 @@ def command_argv(command: str | tuple[str, ...]) -> list[str] | None:
     if _SHELL.search(command.strip()):
         return None
     try:
-        return shlex.split(command) or None
+        argv = shlex.split(command)
     except ValueError:
         return None
+    return argv if argv and argv[0] not in _SHELL_BUILTINS else None
 
 
 def server_command(command: str | tuple[str, ...], entrypoint: tuple[str, ...] | None) -> str | tuple[str, ...]:

@@ -213,6 +213,7 @@ class Watcher:
         self.filter = ChangeFilter(project_dir, IgnoreRules([]), self.always)
         self.ready = threading.Event()  # set once the watch is in place (tests wait for it)
         self._undecodable_said = False  # a file name that is not UTF-8 was reported
+        self._say_when_watching = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="devbox-watch", daemon=True)
 
@@ -261,6 +262,9 @@ class Watcher:
             self.filter = ChangeFilter(self.project_dir, IgnoreRules.for_project(self.project_dir, self.extra_ignore),
                                        self.always)
             self.ready.set()
+            if self._say_when_watching:  # said once the new watch is in place: an edit after it is seen
+                self.on_warning(self._say_when_watching)
+                self._say_when_watching = ""
             with notify:
                 if self._serve(notify) == "stop":
                     return
@@ -316,8 +320,8 @@ class Watcher:
                 if not self._undecodable_said:
                     self._undecodable_said = True
                     name = str(e).split('"')[1] if '"' in str(e) else "a file"
-                    self.on_warning(f"{self._relative(name)}: its name is not UTF-8, so changes to it are not "
-                                    "seen; rename it, or add it to watch.ignore")
+                    self._say_when_watching = (f"{self._relative(name)}: its name is not UTF-8, so changes to it "
+                                               "are not seen; rename it, or add it to watch.ignore")
                 if pending:
                     self._hand_over(pending)
                 return "reopen"

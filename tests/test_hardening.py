@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import threading
@@ -182,3 +183,98 @@ def test_build_args_are_never_in_a_label(project, busybox_image):
     assert SECRET not in json.dumps(container.labels) and SECRET not in json.dumps(image.labels)
     assert "NPM_TOKEN" in container.labels["devbox.spec"]  # its hash: a changed token still rebuilds
     assert run.interrupt() == 0
+
+
+# -- hostile or careless input, live and at `up` ----------------------------------------------------
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+
+
+def test_hostile_live_edits_leave_the_server_alone(project, busybox_image):
+    project.config(BUSYBOX + "env_file: .env.dev\n")
+    project.write(".env.dev", "GREETING=hi\n")
+    project.write("www/index.html", "v1\n")
+    run = project.up()
+    run.wait_for(r"ready in .*\(start\)")
+    good = (project.path / "devbox.yaml").read_text()
+
+    began = time.monotonic()
+    project.write("devbox.yaml", good + BOMB)  # 9 levels: 387 million values once expanded
+    run.wait_for(r"its aliases expand to more than 10,000 values")
+    run.wait_for(r"devbox.yaml not applied; the previous config still runs")
+    assert time.monotonic() - began < 5
+    project.write("devbox.yaml", good + "ready: {log: '(a+)+$'}\n")
+    run.wait_for(r"ready.log: expected a regular expression \(a repetition inside a repetition")
+    project.write(".env.dev", "GREETING=hi\n=broken\n")
+    run.wait_for(r"^devbox: .env.dev:2: expected NAME=value")
+    run.wait_for(r"\.env\.dev not applied; the server runs on with what it had")
+    assert run.count(r"ready in") == 1, run.output  # never restarted on any of them
+    wait_http(project.port, "v1")
+    assert run.interrupt() == 0 and "Traceback" not in run.output
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_with_one_warning(project, busybox_image):
+    project.config(BUSYBOX)
+    project.write("www/index.html", "v1\n")
+    run = project.up()
+    run.wait_for(r"ready in .*\(start\)")
+    with open(os.path.join(bytes(project.path), b"caf\xe9.txt"), "w") as f:  # latin-1, as an old tool writes it
+        f.write("x\n")
+    run.wait_for(r"caf.*\.txt: its name is not UTF-8, so changes to it are not seen")
+    project.write("www/index.html", "v2\n")
+    run.wait_for(r"ready in .*\(www/index.html changed\)")
+    wait_http(project.port, "v2")
+    with open(os.path.join(bytes(project.path), b"caf\xe9.txt"), "a") as f:
+        f.write("y\n")
+    project.write("www/index.html", "v3\n")
+    wait_http(project.port, "v3")
+    assert run.count("not UTF-8") == 1 and run.interrupt() == 0, run.output
+
+
+def test_what_opens_the_host_is_said_at_up_and_by_doctor(project, busybox_image):
+    project.config(BUSYBOX.replace('ports: ["{port}:8000"]', 'ports: ["0.0.0.0:{port}:8000"]') +
+                   "mounts: ['.:/app', '/var/run/docker.sock:/var/run/docker.sock']\n")
+    project.write("www/index.html", "v1\n")
+    doctor = project.run("doctor")
+    assert re.search(r"warn  mounts: \S*/docker.sock:/var/run/docker.sock gives the container Docker's socket",
+                     doctor.stderr), doctor.stderr
+    assert f"warn  ports: 0.0.0.0:{project.port} answers on every network interface" in doctor.stderr
+    run = project.up()
+    run.wait_for(r"ready in .*\(start\)")
+    assert run.count(r"^devbox: warning: mounts: .*Docker's socket: code in it is root on this machine") == 1
+    assert run.count(r"^devbox: warning: ports: 0\.0\.0\.0:\d+ answers on every network interface") == 1
+    assert run.interrupt() == 0
+
+
+def test_a_start_that_fails_at_once_is_not_said_to_have_started(project, busybox_image):
+    project.write("www/server.sh", "echo never\n")  # not executable: exit 126
+    project.config("""\
+        name: {name}
+        image: devbox-test/busybox:1
+        command: ["/app/www/server.sh"]
+        """)
+    run = project.up()
+    run.wait_for(r"server exited with code 126")
+    run.wait_for("waiting for a change to start it again")
+    assert run.count("started in") == 0, run.output
+    assert run.interrupt() == 0
+
+
+def test_a_refused_up_leaves_the_other_folders_container_as_it_was(project, busybox_image, tmp_path):
+    project.config(BUSYBOX)
+    project.write("www/index.html", "v1\n")
+    run = project.up()
+    run.wait_for(r"ready in .*\(start\)")
+    assert run.interrupt() == 0
+    assert project.container().status == "exited"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "devbox.yaml").write_text((project.path / "devbox.yaml").read_text())
+    result = subprocess.run(["python3", "-m", "devbox", "up"], cwd=other, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"project name '{project.name}' is taken by {project.path}" in lines[0], lines
+    project.container().reload()
+    assert project.container().status == "exited"  # not started by the refused `up`

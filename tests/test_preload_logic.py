@@ -115,3 +115,11 @@ def test_cold_from_now_on_is_kept_per_container_command_and_environment(tmp_path
     memory.path.write_text("not json")
     assert memory.get(key) == ""  # a damaged file forgets, it does not fail
     assert os.path.exists(memory.path)
+
+
+def test_a_command_that_starts_with_a_shell_word_runs_under_the_shell():
+    from devbox.server import command_argv
+
+    assert command_argv("exec httpd -f -p 8000") is None
+    assert command_argv("cd src") is None
+    assert command_argv("httpd -f -p 8000") == ["httpd", "-f", "-p", "8000"]
