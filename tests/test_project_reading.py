@@ -70,3 +70,12 @@ def test_secret_names(name, secret):
     from devbox.secrets import is_secret_name
 
     assert is_secret_name(name) is secret
+
+
+def test_a_port_published_on_ipv6_only_is_probed_there():
+    from devbox.config import Port
+    from devbox.ready import probe_address
+
+    assert probe_address(Port("::", 8000, 80, "tcp")) == ("::1", 8000)
+    assert probe_address(Port("0.0.0.0", 8000, 80, "tcp")) == ("127.0.0.1", 8000)
+    assert probe_address(Port("127.0.0.2", 8000, 80, "tcp")) == ("127.0.0.2", 8000)
