@@ -190,6 +190,7 @@ def test_the_images_entrypoint_is_named_once_and_runs_when_asked(project, python
     run.wait_for("^entrypoint ran$")
     (project.path / "server.py").write_text(SHOW_ENV + "\n")
     run.wait_for(r"ready in .*\(server\.py changed\)")
+    run.wait_for("^entrypoint ran$", count=2)  # (its output may come a moment after the ready line)
     assert run.count("^entrypoint ran$") == 2 and run.count("ENTRYPOINT") == 1, run.output
     assert run.interrupt() == 0
 

@@ -31,7 +31,7 @@ def test_live_config_restarts_recreates_or_keeps_the_old_one(project, busybox_im
     # an invalid file: its errors, and nothing else happens (no restart for it)
     starts = run.count(r"^greeting=")
     project.write("devbox.yaml", project.path.joinpath("devbox.yaml").read_text() + "stop_timeout: soon\n")
-    run.wait_for(r"devbox: devbox.yaml:6:15: stop_timeout: expected a number >= 0, got 'soon'")
+    run.wait_for(r"devbox: devbox.yaml:6:15: stop_timeout: expected a number >= 0 and <= 3600, got 'soon'")
     run.wait_for(r"devbox.yaml not applied; the previous config still runs")
     project.write("www/other.txt", "x\n")  # a change after it: its restart is the only one
     run.wait_for(r"ready in .*\(www/other.txt changed\)")
