@@ -11,8 +11,9 @@ a proxy slowed by a busy machine could look like a listener.
 
 from __future__ import annotations
 
-__all__ = ["wait_ready", "probe_address"]
+__all__ = ["wait_ready", "probe_address", "ProbeOutcome"]
 
+import enum
 import http.client
 import os
 import socket
@@ -82,13 +83,25 @@ def _check_for(config: Config, proc: ServerProcess, direct_ip: str | None = None
     return partial(listening, probe_address(port))
 
 
+class ProbeOutcome(enum.Enum):
+    """How a ready check ended; each one the loop tells the user about (but CANCELLED and EXITED, which
+    a newer start or the exit's own line cover)."""
+
+    READY = "ready"
+    NO_CHECK = "no check"  # nothing to probe: the server lived NO_CHECK_GRACE
+    TIMEOUT = "timeout"
+    EXITED = "exited"
+    CANCELLED = "cancelled"  # a newer start took over
+    FAILED = "failed"  # the probe itself broke (a bug): said, and the server is left running
+
+
 NO_CHECK_GRACE = 0.5  # seconds a server with nothing to probe must live to count as started
 QUIET_SHARE = 0.6  # of the last start's time: no probing before it, so probes do not slow the start itself
 
 
 def wait_ready(config: Config, proc: ServerProcess, cancelled: Callable[[], bool], expected: float = 0.0,
-               direct_ip: str | None = None) -> str:
-    """Block until ready; returns "ready", "exited", "cancelled", "timeout" or "no check".
+               direct_ip: str | None = None) -> ProbeOutcome:
+    """Block until the server is ready, has exited, is replaced, or `ready.timeout` passed.
 
     `expected`: how long the last start took. Each probe of a published port goes through Docker's
     userland proxy, which competes for the CPU with the starting server; so probing waits for
@@ -96,7 +109,7 @@ def wait_ready(config: Config, proc: ServerProcess, cancelled: Callable[[], bool
     check = _check_for(config, proc, direct_ip)
     if check is None:
         proc.exited.wait(NO_CHECK_GRACE)  # a start that fails at once (exit 126, 127) did not "start"
-        return "exited" if proc.exited.is_set() else "no check"
+        return ProbeOutcome.EXITED if proc.exited.is_set() else ProbeOutcome.NO_CHECK
     began = time.monotonic()
     deadline = began + config.ready.timeout
     # (a probe past the proxy, or of the log, costs the starting server nothing: no quiet time for it)
@@ -106,11 +119,11 @@ def wait_ready(config: Config, proc: ServerProcess, cancelled: Callable[[], bool
             time.sleep(min(POLL, max(0.0, quiet_until - time.monotonic())))
     while True:
         if proc.exited.is_set():
-            return "exited"
+            return ProbeOutcome.EXITED
         if cancelled():
-            return "cancelled"
+            return ProbeOutcome.CANCELLED
         if check():
-            return "ready"
+            return ProbeOutcome.READY
         if time.monotonic() > deadline:
-            return "timeout"
+            return ProbeOutcome.TIMEOUT
         time.sleep(POLL)

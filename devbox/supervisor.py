@@ -31,13 +31,15 @@ from .compose import Services, remember_started
 from .config import LOCAL_NAME, Config, load, read_env_file
 from .container import LABEL_HASH, Box, EventFollower, Outcome
 from .errors import ConfigError, ContainerError, ContainerGone, DevboxError, DockerUnavailable
+from .eventqueue import EventQueue
+from .exits import ExitAction, ExitFacts, ExitHistory, decide_exit
 from .exposure import exposure_warnings
 from .interrupts import Interrupts
 from .lock import runtime_dir
 from .logs import ServerLog
 from .ports import port_in_use_error, taken_ports
 from .prestart import Prestart
-from .ready import wait_ready
+from .ready import ProbeOutcome, wait_ready
 from .preload import ColdMemory, PreloadLauncher, wants_preload
 from .reloaders import own_reloader_hint, parse_tree
 from .server import ExecLauncher, ServerProcess, command_argv, server_command
@@ -45,10 +47,7 @@ from .syntax import host_errors
 from .watch import Watcher, forget_bytecode, plan
 
 CRASH_LINES = 10
-QUICK_EXIT = 2.0  # seconds: an exit 3 sooner than this after the start counts towards the backoff
-BACKOFF_MAX = 10.0
 RECOVERY_LIMIT, RECOVERY_WINDOW = 5, 60.0  # container losses in seconds before `up` gives up
-SIGNAL_LATENCY = 0.1  # seconds: the longest the loop sleeps without looking for a signal
 T = TypeVar("T")
 
 
@@ -66,8 +65,9 @@ class Exited:
 @dataclass
 class Probed:
     proc: ServerProcess
-    outcome: str
+    outcome: ProbeOutcome
     at: float
+    error: str = ""  # for ProbeOutcome.FAILED: what broke
 
 
 @dataclass
@@ -115,7 +115,7 @@ class Supervisor:
         self.network = ""  # the Compose project's network, once its services are up
         self.prestart = prestart
         self.say = output.say
-        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # put() is safe from signal handlers
+        self.events = EventQueue()  # put() from any thread or a signal handler; the loop sleeps on it
         self.box = Box(client, config, self.say)
         self.container_id = ""
         self.container_ip: str | None = None
@@ -130,7 +130,7 @@ class Supervisor:
         self.seen = 0.0  # when the change behind the current start was seen
         self.started = 0.0  # when the current server was started
         self.generation = 0  # counts starts, so that a planned retry knows whether it is still due
-        self.quick_exits = 0  # exits 3 in a row that came soon after the start
+        self.exits = ExitHistory()  # what the exit backoffs count
         self.stopped_by = ""
         self.stop_mark = 1 << 30  # the signal count of the Stop that ended the loop (none yet)
         self.waiting: list[Callable[[dict[str, Any]], None]] = []  # `devbox restart`s waiting for the ready line
@@ -146,12 +146,13 @@ class Supervisor:
         self.reloader_looked = threading.Event()  # the first ready server's tree was looked at (once per `up`)
         self.said: set[str] = set()  # lines said once per `up` (a new launcher finds preloading off again)
         self.services_started = 0.0  # when this `up` started Compose services (0: it started none)
-        self.early_crashes = 0  # exits before the first ready, while those services may still be starting
 
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> int:
         began = time.monotonic()
+        if isinstance(self.events, EventQueue):
+            self.events.wake_on_signals()
         self.interrupts.listen(self._on_signal)
         self._watch()  # from the start: an edit made while the container starts is not missed
         try:
@@ -161,6 +162,8 @@ class Supervisor:
             pass
         finally:
             self._shut_down()
+            if isinstance(self.events, EventQueue):
+                self.events.close()
         return 0
 
     def _loop(self) -> None:
@@ -192,14 +195,8 @@ class Supervisor:
                         return
 
     def _next_batch(self) -> list[Event]:
-        # Never block without a timeout: the kernel may deliver a signal to another thread, and then
-        # the main thread only runs Python's handler (which enqueues Stop) once it wakes up by itself.
-        while True:
-            try:
-                batch = [self.events.get(timeout=SIGNAL_LATENCY)]
-                break
-            except queue.Empty:
-                continue
+        # no timer: a signal handed to any thread wakes the main thread through the queue's wakeup fd
+        batch = [self.events.get()]
         while True:
             try:
                 batch.append(self.events.get_nowait())
@@ -649,42 +646,42 @@ class Supervisor:
         if self._container_went_away(code):
             self._recover()
             return
-        if code == 3 and proc.ready:  # the Django/Werkzeug protocol: "restart me"
-            if change_follows:
-                return  # the change restarts it
+        facts = ExitFacts(code=code, ready=proc.ready, preloaded=proc.preloaded,
+                          preloading=isinstance(self.launcher, PreloadLauncher), change_follows=change_follows,
+                          ran_for=time.monotonic() - self.started,
+                          since_services=time.monotonic() - self.services_started if self.services_started else None,
+                          ever_ready=self.last_ready is not None, ready_timeout=self.config.ready.timeout)
+        decision = decide_exit(facts, self.exits)
+        if decision.line:
+            self.say(decision.line)
+        action = decision.action
+        if action is ExitAction.NOTHING:
+            return
+        if action in (ExitAction.RESTART, ExitAction.RESTART_LATER):
             self.current = None
-            quick = time.monotonic() - self.started < QUICK_EXIT
-            self.quick_exits = self.quick_exits + 1 if quick else 0
-            if self.quick_exits >= 2:
-                delay = min(BACKOFF_MAX, 0.5 * 2 ** (self.quick_exits - 2))
-                self.say(f"server exited 3 (restart me) {self.quick_exits} times in a row right after starting; "
-                         f"restarting in {delay:g}s")
-                retry = threading.Timer(delay, self.events.put, args=(Retry(self.generation),))
-                retry.daemon = True  # a pending retry must not hold up devbox's exit
-                retry.start()
-                return
-            self._restart("server asked to restart (exit 3)", time.monotonic())
+            if action is ExitAction.RESTART:
+                self._restart("server asked to restart (exit 3)", time.monotonic())
+            else:
+                self._retry_after(decision.delay, Retry(self.generation))
             return
         self._stop_server()  # the leader is gone; end whatever it left running
-        if self._services_may_be_starting(proc) and not change_follows:
-            self.early_crashes += 1
-            delay = min(BACKOFF_MAX / 2, 0.25 * 2 ** (self.early_crashes - 1))
-            if self.early_crashes == 1:  # one line: the retries that follow are the same story
-                self.say(f"server exited with code {code} before it was ever ready, "
-                         f"{time.monotonic() - self.services_started:.1f}s after its compose services started (they "
-                         f"may not accept connections yet); starting it again until it is ready, for up to "
-                         f"{self.config.ready.timeout:g}s (ready.timeout)")
-            retry = threading.Timer(delay, self.events.put, args=(Retry(self.generation, self.reason, self.seen),))
-            retry.daemon = True
-            retry.start()
-            return
-        if proc.preloaded and not proc.ready and isinstance(self.launcher, PreloadLauncher) and not change_follows:
-            # was it preloading? the same start once more, cold, tells
-            self.say(f"preload: the server exited with code {code} before it was ready; starting it once cold")
+        if action is ExitAction.RETRY_LATER:
+            self._retry_after(decision.delay, Retry(self.generation, self.reason, self.seen))
+        elif action is ExitAction.COLD_CHECK:
+            assert isinstance(self.launcher, PreloadLauncher)
             self.launcher.start_cold_once()
             self._start(self.reason, self.seen)
             self.cold_check, self.cold_check_code = self.current, code
-            return
+        else:
+            self._say_crash(proc, change_follows)
+
+    def _retry_after(self, delay: float, retry: Retry) -> None:
+        timer = threading.Timer(delay, self.events.put, args=(retry,))
+        timer.daemon = True  # a pending retry must not hold up devbox's exit
+        timer.start()
+
+    def _say_crash(self, proc: ServerProcess, change_follows: bool) -> None:
+        code = proc.exit_code
         self.cold_check = None
         if code == 127:
             self.say(f"command not found in the container: `{_show(self.config.command)}` "
@@ -697,12 +694,6 @@ class Supervisor:
         if not change_follows:
             self.say("waiting for a change to start it again")
         self._answer_waiting({"ok": False, "line": f"server exited with code {code}; see `devbox logs`"})
-
-    def _services_may_be_starting(self, proc: ServerProcess) -> bool:
-        """A crash before any server of this `up` was ready, within `ready.timeout` of starting its
-        services: a database that runs but does not accept connections yet (no healthcheck) looks so."""
-        return not proc.ready and self.last_ready is None and self.services_started > 0 and \
-            time.monotonic() - self.services_started < self.config.ready.timeout
 
     def _container_went_away(self, code: int | None) -> bool:
         """An exit that is the container's doing (stopped, killed, restarted) rather than the server's own."""
@@ -722,27 +713,29 @@ class Supervisor:
 
     def _on_probed(self, event: Probed) -> None:
         took = event.at - self.seen
-        line = ""
-        if event.outcome in ("ready", "no check") and event.proc is self.cold_check:
+        up = event.outcome in (ProbeOutcome.READY, ProbeOutcome.NO_CHECK)
+        if up and event.proc is self.cold_check:
             self.cold_check = None
             if isinstance(self.launcher, PreloadLauncher):
                 self.launcher.serves_only_cold(f"the server exited with code {self.cold_check_code} before it was "
                                                "ready when preloaded, and serves cold")
-        if event.outcome in ("ready", "no check"):
+        if up:
             event.proc.ready = True
             self.last_ready = (time.time(), took)
-        if event.outcome == "ready":
+        if event.outcome is ProbeOutcome.READY:
             self.start_took[event.proc.preloaded] = event.at - self.started  # the next probe waits a share of it
-        if event.outcome == "ready":
-            line = f"ready in {took:.2f}s ({self.reason})"
             if not self.reloader_looked.is_set():
                 threading.Thread(target=self._hint_own_reloader, args=(event.proc,), daemon=True,
                                  name="devbox-reloader-hint").start()
-        elif event.outcome == "no check":
-            line = f"started in {took:.2f}s ({self.reason})"
-        elif event.outcome == "timeout":
-            line = (f"not ready after {self.config.ready.timeout:g}s ({self.reason}); "
-                    "it still runs: check `ready` in " + self.config.file.name)
+        lines = {
+            ProbeOutcome.READY: f"ready in {took:.2f}s ({self.reason})",
+            ProbeOutcome.NO_CHECK: f"started in {took:.2f}s ({self.reason})",
+            ProbeOutcome.TIMEOUT: f"not ready after {self.config.ready.timeout:g}s ({self.reason}); it still runs: "
+                             f"check `ready` in {self.config.file.name}",
+            ProbeOutcome.FAILED: f"the ready check failed ({event.error}); the server still runs: run `devbox up "
+                            "--debug` and report it",
+        }
+        line = lines.get(event.outcome, "")  # EXITED and CANCELLED: the exit's line, or the newer start's
         if line:
             self.say(line)
             self._answer_waiting({"ok": event.proc.ready, "line": line})
@@ -837,15 +830,16 @@ class Supervisor:
 
     def _probe(self, proc: ServerProcess) -> None:
         started = time.monotonic()
+        error = ""
         try:
             outcome = wait_ready(self.config, proc, cancelled=lambda: proc is not self.current,
                                  expected=self.start_took.get(proc.preloaded, 0.0), direct_ip=self.container_ip)
-        except Exception as e:  # a bug in a probe must not leave the loop waiting without a word
-            outcome = f"failed ({type(e).__name__}: {e})"
-        if outcome == "ready" and proc.exited.is_set():
-            outcome = "exited"  # what answered is not this server, which had gone (its exit is handled as such)
+        except Exception as e:  # a bug in a probe must not leave the loop (or a `devbox restart`) without a word
+            outcome, error = ProbeOutcome.FAILED, f"{type(e).__name__}: {e}"
+        if outcome is ProbeOutcome.READY and proc.exited.is_set():
+            outcome = ProbeOutcome.EXITED  # what answered is not this server, which had gone (its exit says so)
         # "started in" is the time to the start itself, not to the end of the wait that it did not fail
-        self.events.put(Probed(proc, outcome, started if outcome == "no check" else time.monotonic()))
+        self.events.put(Probed(proc, outcome, started if outcome is ProbeOutcome.NO_CHECK else time.monotonic(), error))
 
     def _stop_server(self, hurry: Callable[[], bool] | None = None) -> None:
         proc, self.current = self.current, None

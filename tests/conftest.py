@@ -33,6 +33,14 @@ sys.path.insert(0, str(ROOT))
 TEST_PREFIX = "dbt-"
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """The fast layer: every test that needs no engine (no `client` fixture, directly or through another)
+    is marked `unit`, so `pytest -m unit` runs it alone."""
+    for item in items:
+        if "client" not in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.unit)
+
+
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
     """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

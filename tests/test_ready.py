@@ -21,12 +21,12 @@ def test_probing_waits_for_a_share_of_the_last_start(tmp_path, monkeypatch):
     monkeypatch.delenv("DEVBOX_PROBE_EAGER", raising=False)
     config = config_with(tmp_path, "{http: /}")
     began = time.monotonic()
-    assert ready.wait_ready(config, ServerProcess("x", "t"), lambda: False, expected=0.5) == "ready"
+    assert ready.wait_ready(config, ServerProcess("x", "t"), lambda: False, expected=0.5) is ready.ProbeOutcome.READY
     assert calls[0] - began >= ready.QUIET_SHARE * 0.5  # no probe before 0.3 s: it would slow the start
 
     calls.clear()
     began = time.monotonic()
-    assert ready.wait_ready(config, ServerProcess("x", "t"), lambda: False, expected=0.0) == "ready"
+    assert ready.wait_ready(config, ServerProcess("x", "t"), lambda: False, expected=0.0) is ready.ProbeOutcome.READY
     assert calls[0] - began < 0.25  # the first start has nothing to go by: probe at once (not after 0.6 × …)
 
 
@@ -36,5 +36,5 @@ def test_a_log_probe_costs_nothing_and_starts_at_once(tmp_path):
     proc = ServerProcess("x", "t")
     proc.log_matched.set()
     began = time.monotonic()
-    assert ready.wait_ready(config, proc, lambda: False, expected=5.0) == "ready"
+    assert ready.wait_ready(config, proc, lambda: False, expected=5.0) is ready.ProbeOutcome.READY
     assert time.monotonic() - began < 0.25  # not after 0.6 × 5 s
