@@ -51,7 +51,7 @@ def _up(args: argparse.Namespace, interrupts) -> int:
 
             supervisor = Supervisor(config, connect(), interrupts, recreate=args.recreate, prestart=prestart,
                                     build=args.build)
-            control = ControlServer(config.name, lambda verb, reply: supervisor.events.put(Control(verb, reply)))
+            control = ControlServer(config.name, lambda verb, reply: supervisor.events.put(Control.parse(verb, reply)))
         except BaseException:
             if prestart is not None:
                 prestart.undo()  # leave the container as it was: stopped

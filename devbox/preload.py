@@ -33,6 +33,7 @@ import re
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -104,6 +105,16 @@ class ColdMemory:
             return {}
 
 
+@dataclass(frozen=True)
+class PreloaderEnd:
+    """Why a preloader takes no more starts: it said `off REASON` (preloading stays off for the command)
+    or `restart REASON` (what it imported changed: a new one is started), or it went without a word."""
+
+    OFF, RESTART, DROPPED = "off", "restart", "dropped"
+    kind: str
+    why: str
+
+
 class _Preloader:
     """The host's handle on one preloader process: its state comes from its `devbox-preload:` lines."""
 
@@ -114,8 +125,7 @@ class _Preloader:
         self.retired = threading.Event()  # it said off or restart: it takes no more starts
         self.gone = threading.Event()
         self.exe = ""
-        self.outcome = ""  # "off REASON" or "restart REASON" when it ended
-        self.dropped = False  # it ended without a word (its connection dropped)
+        self.end: PreloaderEnd | None = None  # how it ended, once it has
         self.errors: collections.deque[str] = collections.deque(maxlen=3)  # its last stderr lines
         exec_id = api.exec_create(container_id, ["sh", "-c", _START, "devbox-preloader", project_dir, "--", *argv],
                                   environment={**env, "DEVBOX_PRELOADER": SOURCE, TOKEN_VAR: uuid.uuid4().hex},
@@ -141,10 +151,9 @@ class _Preloader:
                         self.errors.append(text.strip())  # an import's warnings, or why it failed
         except Exception:  # the connection dropped: the container or the engine went away
             pass
-        if not self.outcome:
+        if self.end is None:  # it said nothing: maybe it went with its container
             last = f": {self.errors[-1]}" if self.errors else ""
-            self.outcome = f"off the preloader exited{last}"
-            self.dropped = True  # it said nothing: maybe it went with its container
+            self.end = PreloaderEnd(PreloaderEnd.DROPPED, f"the preloader exited{last}")
         self.ready.clear()
         self.gone.set()
         if not self.retired.is_set():
@@ -161,8 +170,8 @@ class _Preloader:
                 output.say(f"trace: preloader ready, {modules} modules, {took} ms of imports")
         elif kind == "more" and os.environ.get("DEVBOX_TRACE") == "1":
             output.say(f"trace: the preloader now holds {rest} modules")
-        elif kind in ("off", "restart"):  # it takes no more starts: a new one can start at once
-            self.outcome = f"{kind} {rest}"
+        elif kind in (PreloaderEnd.OFF, PreloaderEnd.RESTART):  # it takes no more starts: a new one can start
+            self.end = PreloaderEnd(kind, rest)
             self.ready.clear()
             self.retired.set()
             self.on_gone(self)
@@ -259,8 +268,8 @@ class PreloadLauncher(ExecLauncher):
         with self.lock:
             if p is not self.preloader or self.closed:
                 return  # replaced or closed on purpose
-            kind, _, why = p.outcome.partition(" ")
-        if p.dropped and self._container_gone():
+            end = p.end or PreloaderEnd(PreloaderEnd.DROPPED, "")
+        if end.kind == PreloaderEnd.DROPPED and self._container_gone():
             with self.lock:
                 if p is self.preloader:
                     self.preloader = None  # it went with its container: one brought back preloads again
@@ -268,14 +277,14 @@ class PreloadLauncher(ExecLauncher):
         with self.lock:
             if p is not self.preloader or self.closed:
                 return
-            if kind == "restart" and self.restarts < RESTARTS:
+            if end.kind == PreloaderEnd.RESTART and self.restarts < RESTARTS:
                 self.preloader = None
                 self.restarts += 1
                 if os.environ.get("DEVBOX_TRACE") == "1":
-                    self.say(f"trace: preloader restarts: {why}")
+                    self.say(f"trace: preloader restarts: {end.why}")
                 self._spawn(p.env)
             else:
-                self._turn_off(why, p.env)
+                self._turn_off(end.why, p.env)
 
     def _container_gone(self) -> bool:
         """Whether the container stopped (the engine may record it a moment after the exec's end)."""

@@ -142,6 +142,20 @@ def server_command(command: str | tuple[str, ...], entrypoint: tuple[str, ...] |
     return (*entrypoint, *(command_argv(command) or ["sh", "-c", command]))
 
 
+@dataclass(frozen=True)
+class StopAnswer:
+    """What the in-container stop script reports, one word a line."""
+
+    signalled: bool = False  # there was a tree, and it was signalled
+    killed: bool = False  # it outlived the stop signal: SIGKILL
+    stuck: bool = False  # it outlived SIGKILL too
+
+    @classmethod
+    def parse(cls, output: str) -> "StopAnswer":
+        words = set(output.split())
+        return cls("signalled" in words, "killed" in words, "stuck" in words)
+
+
 class StopStuck(ContainerError):
     """Processes of the server outlived SIGKILL (uninterruptible sleep, a stuck mount)."""
 
@@ -289,11 +303,11 @@ class ExecLauncher:
             except PermissionError:
                 proc.host_pid = None  # fall back to signalling from inside the container
         self.last_stop = "exec"
-        return "killed" in self._stop_by_exec(stop_signal, timeout, SERVER_RECORD, proc.token, hurry)
+        return self._stop_by_exec(stop_signal, timeout, SERVER_RECORD, proc.token, hurry).killed
 
     def end_leftover(self, stop_signal: str, timeout: float) -> bool:
         """End a server left running by an earlier `devbox up` (killed with -9); True if there was one."""
-        return "signalled" in self._stop_by_exec(stop_signal, timeout, SERVER_RECORD, "")
+        return self._stop_by_exec(stop_signal, timeout, SERVER_RECORD, "").signalled
 
     def _stop_from_host(self, proc: ServerProcess, stop_signal: str, timeout: float,
                         hurry: Callable[[], bool]) -> bool:
@@ -338,7 +352,7 @@ class ExecLauncher:
                 and proc.token in _environ_tokens(pid)}
 
     def _stop_by_exec(self, stop_signal: str, timeout: float, record: str, token: str,
-                      hurry: Callable[[], bool] = lambda: False) -> str:
+                      hurry: Callable[[], bool] = lambda: False) -> "StopAnswer":
         """Run the stop script; `token` names the start to stop ("": whatever the record names)."""
         steps = max(0, int(timeout / 0.02))
         argv = ["sh", "-c", _STOP_SCRIPT, "devbox-stop", stop_signal.removeprefix("SIG"), str(steps), record, token]
@@ -362,10 +376,11 @@ class ExecLauncher:
         out = result[0] if result else ""
         if isinstance(out, Exception):
             raise out
-        if "stuck" in out:
+        answer = StopAnswer.parse(out)
+        if answer.stuck:
             raise StopStuck(f"the server's processes outlived SIGKILL for {KILL_GRACE:g}s "
                             "(stuck in the kernel?); `devbox down` removes the container")
-        return out
+        return answer
 
     # -- one-off commands --------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 __all__ = ["Supervisor"]
 
+import enum
 import json
 import os
 import queue
@@ -72,14 +73,34 @@ class Probed:
 
 @dataclass
 class Stop:
-    why: str  # the signal's name, or "down"
+    signal: str  # the signal's name (SIGINT, SIGTERM, SIGHUP)
     count: int = 0  # signals counted when it was sent: any signal after it hurries the stop
+
+
+class EngineAction(enum.Enum):
+    """What the engine's event stream says of devbox's container (only what the loop acts on)."""
+
+    DIED = "die"
+    DESTROYED = "destroy"
+    ENGINE_LOST = "engine-lost"  # the stream itself broke
+    OTHER = "other"
+
+    @classmethod
+    def of(cls, action: str) -> "EngineAction":
+        return next((a for a in cls if a.value == action), cls.OTHER)
 
 
 @dataclass
 class EngineEvent:
     container_id: str
-    action: str  # die, destroy, engine-lost, ...
+    action: EngineAction
+
+
+@dataclass
+class ContainerLost:
+    """The loop found, itself, that the container or the engine went away (a start could not exec)."""
+
+    container_id: str
 
 
 @dataclass
@@ -94,13 +115,31 @@ class Failed:
     message: str  # a helper thread died: `up` ends with this line, exit 1
 
 
+class Verb(enum.Enum):
+    """What another devbox command asks of the running `up` (through control.py)."""
+
+    DOWN = "down"
+    RESTART = "restart"
+    REBUILD = "rebuild"
+    STATUS = "status"
+
+
 @dataclass
 class Control:
-    verb: str
+    verb: Verb | str  # a string: a verb this devbox does not know (a newer client's), answered as such
     reply: Callable[[dict[str, Any]], None] = field(repr=False)
 
+    @classmethod
+    def parse(cls, verb: str, reply: Callable[[dict[str, Any]], None]) -> "Control":
+        return cls(next((v for v in Verb if v.value == verb), verb), reply)
 
-Event = Changed | Exited | Probed | Stop | EngineEvent | Retry | Failed | Control
+
+class StoppedBy(enum.Enum):
+    SIGNAL = "signal"  # Ctrl-C, SIGTERM, SIGHUP: the container is stopped, kept for the next `up`
+    DOWN = "down"  # `devbox down`: it removes the container
+
+
+Event = Changed | Exited | Probed | Stop | EngineEvent | ContainerLost | Retry | Failed | Control
 
 
 class Interrupted(Exception):
@@ -131,7 +170,7 @@ class Supervisor:
         self.started = 0.0  # when the current server was started
         self.generation = 0  # counts starts, so that a planned retry knows whether it is still due
         self.exits = ExitHistory()  # what the exit backoffs count
-        self.stopped_by = ""
+        self.stopped_by: StoppedBy | None = None
         self.stop_mark = 1 << 30  # the signal count of the Stop that ended the loop (none yet)
         self.waiting: list[Callable[[dict[str, Any]], None]] = []  # `devbox restart`s waiting for the ready line
         self.last_ready: tuple[float, float] | None = None  # (when, how long it took)
@@ -171,12 +210,13 @@ class Supervisor:
             batch = self._next_batch()
             for event in batch:
                 if isinstance(event, Stop):
-                    self.stopped_by, self.stop_mark = event.why, event.count
+                    self.stopped_by, self.stop_mark = StoppedBy.SIGNAL, event.count
                     return
                 if isinstance(event, Failed):
                     raise DevboxError(event.message)
-            if any(isinstance(e, EngineEvent) and e.container_id == self.container_id and
-                   e.action in ("die", "destroy", "engine-lost") for e in batch):
+            if any((isinstance(e, EngineEvent) and e.container_id == self.container_id and
+                    e.action is not EngineAction.OTHER) or
+                   (isinstance(e, ContainerLost) and e.container_id == self.container_id) for e in batch):
                 self._recover()
             changed = [e for e in batch if isinstance(e, Changed)]
             for event in batch:
@@ -332,7 +372,8 @@ class Supervisor:
         self.started_at = state.started_at if state else ""
         self._new_launcher()
         self.follower = EventFollower(self.client, container.id,
-                                      lambda action, cid=container.id: self.events.put(EngineEvent(cid, action)))
+                                      lambda action, cid=container.id:
+                                      self.events.put(EngineEvent(cid, EngineAction.of(action))))
 
     def _new_launcher(self) -> None:
         """The launcher for the current container and config: preloaded where it can be, else cold."""
@@ -434,7 +475,7 @@ class Supervisor:
                 except queue.Empty:
                     break
                 if isinstance(event, Stop):
-                    self.stopped_by, self.stop_mark = event.why, event.count
+                    self.stopped_by, self.stop_mark = StoppedBy.SIGNAL, event.count
                     raise Interrupted
                 kept.append(event)
         finally:
@@ -487,7 +528,7 @@ class Supervisor:
         except DevboxError as e:
             self.say(str(e))
         self.launcher.close()
-        if self.stopped_by == "down":
+        if self.stopped_by is StoppedBy.DOWN:
             return  # `devbox down` removes the container
         self.say("stopping container")
         self._quietly(lambda: self.box.stop())
@@ -761,15 +802,15 @@ class Supervisor:
             reply(answer)
 
     def _on_control(self, event: Control) -> None:
-        if event.verb == "down":
+        if event.verb is Verb.DOWN:
             self.say("`devbox down` was run: stopping the server; `down` removes the container")
-            self.stopped_by = "down"
+            self.stopped_by = StoppedBy.DOWN
             self._stop_server()
             event.reply({"ok": True})
-        elif event.verb == "restart":
+        elif event.verb is Verb.RESTART:
             self.waiting.append(event.reply)  # answered by the ready line (or the crash)
             self._restart("`devbox restart`", time.monotonic())
-        elif event.verb == "rebuild":
+        elif event.verb is Verb.REBUILD:
             if self.config.build is None:
                 event.reply({"ok": False, "error": f"{self.config.file.name} has no `build:`: nothing to rebuild"})
                 return
@@ -779,7 +820,7 @@ class Supervisor:
                 self._restart("`devbox rebuild`", seen)
             else:
                 self._answer_waiting({"ok": False, "line": "the build failed; the running container and server stay"})
-        elif event.verb == "status":
+        elif event.verb is Verb.STATUS:
             event.reply({"ok": True, "status": self._status()})
         else:
             event.reply({"ok": False, "error": f"unknown request '{event.verb}'"})
@@ -823,7 +864,7 @@ class Supervisor:
             proc = self.launcher.start(command, self.config.server_env(), self.config.ready.log,
                                        on_exit=lambda p: self.events.put(Exited(p)))
         except (ContainerGone, DockerUnavailable):
-            self.events.put(EngineEvent(self.container_id, "die"))  # the loop brings the container back
+            self.events.put(ContainerLost(self.container_id))  # the loop brings the container back
             return
         self.current = proc
         threading.Thread(target=self._probe, args=(proc,), daemon=True, name="devbox-ready").start()

@@ -98,8 +98,12 @@ def plan(changed: Iterable[str], rules: Iterable[Rule]) -> Plan:
         if action == "exec":
             if command not in result.exec:
                 result.exec.append(command)
+        elif action == "setup":
+            result.setup = True
+        elif action == "rebuild":
+            result.rebuild = True
         else:
-            setattr(result, action, True)
+            result.restart = True
     if result.rebuild or result.setup:
         result.restart = True
     if triggers:

@@ -14,7 +14,7 @@ from devbox.exits import ExitAction, ExitFacts, ExitHistory, decide_exit
 from devbox.interrupts import Interrupts
 from devbox.ready import ProbeOutcome
 from devbox.server import ServerProcess, server_command
-from devbox.supervisor import Changed, Control, Exited, Probed, Retry, Stop, Supervisor
+from devbox.supervisor import Changed, Control, Exited, Probed, Retry, Stop, StoppedBy, Supervisor
 
 
 # -- the exit policy, pure ------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def test_a_crash_in_the_same_batch_as_a_change_leaves_the_start_to_the_change(lo
 
 def test_a_probe_that_breaks_says_so_and_answers_a_waiting_restart(loop):
     answers = []
-    loop._on_control(Control("restart", answers.append))
+    loop._on_control(Control.parse("restart", answers.append))
     probed(loop, ProbeOutcome.FAILED, error="ValueError: boom")
     assert loop.lines[-1].startswith("the ready check failed (ValueError: boom); the server still runs")
     assert answers == [{"ok": False, "line": loop.lines[-1]}]
@@ -185,14 +185,14 @@ def test_quick_exits_3_are_retried_later_as_new_starts(loop, monkeypatch):
 
 def test_each_control_verb_is_answered(loop):
     answers: list[dict] = []
-    loop._on_control(Control("status", answers.append))
-    loop._on_control(Control("frobnicate", answers.append))
+    loop._on_control(Control.parse("status", answers.append))
+    loop._on_control(Control.parse("frobnicate", answers.append))
     assert answers[0]["ok"] and answers[0]["status"]["restarts"] == 0
     assert answers[1] == {"ok": False, "error": "unknown request 'frobnicate'"}
-    loop._on_control(Control("rebuild", answers.append))
+    loop._on_control(Control.parse("rebuild", answers.append))
     assert answers[2] == {"ok": False, "error": "devbox.yaml has no `build:`: nothing to rebuild"}
-    loop._on_control(Control("down", answers.append))
-    assert answers[3] == {"ok": True} and loop.stopped_by == "down" and loop.current is None
+    loop._on_control(Control.parse("down", answers.append))
+    assert answers[3] == {"ok": True} and loop.stopped_by is StoppedBy.DOWN and loop.current is None
 
 
 def test_changes_during_a_restart_fold_into_one_more(loop):
@@ -213,6 +213,6 @@ def test_an_exit_of_a_replaced_server_is_not_acted_on(loop):
     old.exited.set()
     loop.events.put(Exited(old))
     # a verb in the same batch whose answer ends the loop: `_loop` runs that one batch, then stops
-    loop.events.put(Control("status", lambda answer: loop.events.put(Stop("SIGINT"))))
+    loop.events.put(Control.parse("status", lambda answer: loop.events.put(Stop("SIGINT"))))
     loop._loop()
-    assert loop.lines == [] and len(loop.launcher.starts) == 2 and loop.stopped_by == "SIGINT"
+    assert loop.lines == [] and len(loop.launcher.starts) == 2 and loop.stopped_by is StoppedBy.SIGNAL
