@@ -47,7 +47,8 @@ def _up(args: argparse.Namespace, interrupts) -> int:
         try:
             from .control import ControlServer
             from .engine import connect  # the slow imports, while the engine starts the container
-            from .supervisor import Control, Supervisor
+            from .loop.events import Control
+            from .loop.supervisor import Supervisor
 
             supervisor = Supervisor(config, connect(), interrupts, recreate=args.recreate, prestart=prestart,
                                     build=args.build)

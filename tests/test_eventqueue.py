@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from devbox.eventqueue import EventQueue
+from devbox.loop.eventqueue import EventQueue
 
 
 def test_an_event_from_another_thread_wakes_the_loop():

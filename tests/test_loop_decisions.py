@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from devbox.config import load
-from devbox.exits import ExitAction, ExitFacts, ExitHistory, decide_exit
+from devbox.loop.exits import ExitAction, ExitFacts, ExitHistory, decide_exit
 from devbox.interrupts import Interrupts
 from devbox.ready import ProbeOutcome
 from devbox.server import ServerProcess, server_command
-from devbox.supervisor import Changed, Control, Exited, Probed, Retry, Stop, StoppedBy, Supervisor
+from devbox.loop.events import Changed, Control, Exited, Probed, Retry, Stop, StoppedBy
+from devbox.loop.slot import ServerSlot
+from devbox.loop.supervisor import Supervisor
 
 
 # -- the exit policy, pure ------------------------------------------------------------------------
@@ -104,34 +106,34 @@ def loop(tmp_path, monkeypatch):
     sup = Supervisor(config, client=object(), interrupts=Interrupts())
     lines: list[str] = []
     sup.say = lines.append
-    sup.launcher = FakeLauncher()
-    sup.launcher_for = (config.preload, server_command(config.command, config.entrypoint), config.project_dir)
+    sup.slot.launcher = FakeLauncher()
+    sup.slot.launcher_for = (config.preload, server_command(config.command, config.entrypoint), config.project_dir)
     sup.lines = lines
-    monkeypatch.setattr(Supervisor, "_probe", lambda self, proc: None)  # the tests hand the loop its outcomes
-    sup._start("start", 0.0)
+    monkeypatch.setattr(ServerSlot, "probe", lambda self, proc: None)  # the tests hand the loop its outcomes
+    sup.slot.start("start", 0.0)
     return sup
 
 
 def probed(sup, outcome: ProbeOutcome, at: float = 0.3, error: str = "") -> None:
-    sup._on_probed(Probed(sup.current, outcome, at, error))
+    sup.slot.on_probed(Probed(sup.slot.current, outcome, at, error))
 
 
 def exited(sup, code: int, change_follows: bool = False) -> None:
-    proc = sup.current
+    proc = sup.slot.current
     proc.exit_code = code
     proc.exited.set()
-    sup._on_exit(proc, change_follows)
+    sup.slot.on_exit(proc, change_follows)
 
 
 def test_a_ready_server_that_exits_3_is_restarted_at_once(loop):
     probed(loop, ProbeOutcome.READY)
     exited(loop, 3)
-    assert len(loop.launcher.starts) == 2 and loop.reason == "server asked to restart (exit 3)"
+    assert len(loop.slot.launcher.starts) == 2 and loop.slot.reason == "server asked to restart (exit 3)"
 
 
 def test_exit_3_before_ready_is_a_crash_that_waits_for_a_change(loop):
     exited(loop, 3)
-    assert len(loop.launcher.starts) == 1
+    assert len(loop.slot.launcher.starts) == 1
     assert loop.lines[0].startswith("server exited with code 3 before it was ready")
     assert loop.lines[-1] == "waiting for a change to start it again"
 
@@ -140,13 +142,13 @@ def test_a_crash_in_the_same_batch_as_a_change_leaves_the_start_to_the_change(lo
     probed(loop, ProbeOutcome.READY)
     exited(loop, 1, change_follows=True)
     assert "waiting for a change to start it again" not in loop.lines
-    loop._on_changes({"app.py"}, 1.0)
-    assert len(loop.launcher.starts) == 2 and loop.reason == "app.py changed"
+    loop.on_changes({"app.py"}, 1.0)
+    assert len(loop.slot.launcher.starts) == 2 and loop.slot.reason == "app.py changed"
 
 
 def test_a_probe_that_breaks_says_so_and_answers_a_waiting_restart(loop):
     answers = []
-    loop._on_control(Control.parse("restart", answers.append))
+    loop.on_control(Control.parse("restart", answers.append))
     probed(loop, ProbeOutcome.FAILED, error="ValueError: boom")
     assert loop.lines[-1].startswith("the ready check failed (ValueError: boom); the server still runs")
     assert answers == [{"ok": False, "line": loop.lines[-1]}]
@@ -155,7 +157,7 @@ def test_a_probe_that_breaks_says_so_and_answers_a_waiting_restart(loop):
 def test_a_probe_that_times_out_says_so_and_the_server_stays(loop):
     probed(loop, ProbeOutcome.TIMEOUT)
     assert loop.lines[-1].startswith("not ready after 30s (start); it still runs")
-    assert loop.current is not None and loop.launcher.stops == []
+    assert loop.slot.current is not None and loop.slot.launcher.stops == []
 
 
 def test_outcomes_of_an_old_start_or_an_exit_say_nothing(loop):
@@ -165,34 +167,34 @@ def test_outcomes_of_an_old_start_or_an_exit_say_nothing(loop):
 
 
 def test_ready_and_started_lines_time_from_the_change(loop):
-    loop.seen = 10.0
+    loop.slot.seen = 10.0
     probed(loop, ProbeOutcome.READY, at=10.42)
     assert loop.lines == ["ready in 0.42s (start)"]
-    loop._restart("x.py changed", 20.0)
+    loop.slot.restart("x.py changed", 20.0)
     probed(loop, ProbeOutcome.NO_CHECK, at=20.1)
     assert loop.lines[-1] == "started in 0.10s (x.py changed)"
 
 
 def test_quick_exits_3_are_retried_later_as_new_starts(loop, monkeypatch):
     planned: list[tuple[float, Retry]] = []
-    monkeypatch.setattr(Supervisor, "_retry_after", lambda self, delay, retry: planned.append((delay, retry)))
+    monkeypatch.setattr(ServerSlot, "retry_after", lambda self, delay, retry: planned.append((delay, retry)))
     for _ in range(2):
         probed(loop, ProbeOutcome.READY)
         exited(loop, 3)
-    assert len(loop.launcher.starts) == 2 and planned[0][0] == 0.5 and loop.current is None
-    assert planned[0][1].generation == loop.generation
+    assert len(loop.slot.launcher.starts) == 2 and planned[0][0] == 0.5 and loop.slot.current is None
+    assert planned[0][1].generation == loop.slot.generation
 
 
 def test_each_control_verb_is_answered(loop):
     answers: list[dict] = []
-    loop._on_control(Control.parse("status", answers.append))
-    loop._on_control(Control.parse("frobnicate", answers.append))
+    loop.on_control(Control.parse("status", answers.append))
+    loop.on_control(Control.parse("frobnicate", answers.append))
     assert answers[0]["ok"] and answers[0]["status"]["restarts"] == 0
     assert answers[1] == {"ok": False, "error": "unknown request 'frobnicate'"}
-    loop._on_control(Control.parse("rebuild", answers.append))
+    loop.on_control(Control.parse("rebuild", answers.append))
     assert answers[2] == {"ok": False, "error": "devbox.yaml has no `build:`: nothing to rebuild"}
-    loop._on_control(Control.parse("down", answers.append))
-    assert answers[3] == {"ok": True} and loop.stopped_by is StoppedBy.DOWN and loop.current is None
+    loop.on_control(Control.parse("down", answers.append))
+    assert answers[3] == {"ok": True} and loop.stopped_by is StoppedBy.DOWN and loop.slot.current is None
 
 
 def test_changes_during_a_restart_fold_into_one_more(loop):
@@ -202,17 +204,17 @@ def test_changes_during_a_restart_fold_into_one_more(loop):
         loop.events.put(Changed({name}, 1.0))
     batch = loop._next_batch()
     changed = [e for e in batch if isinstance(e, Changed)]
-    loop._on_changes(set().union(*(e.paths for e in changed)), 1.0)
-    assert len(loop.launcher.starts) == 2 and loop.reason.endswith("changed")
+    loop.on_changes(set().union(*(e.paths for e in changed)), 1.0)
+    assert len(loop.slot.launcher.starts) == 2 and loop.slot.reason.endswith("changed")
 
 
 def test_an_exit_of_a_replaced_server_is_not_acted_on(loop):
-    old = loop.current
-    loop._restart("a.py changed", 1.0)
+    old = loop.slot.current
+    loop.slot.restart("a.py changed", 1.0)
     old.exit_code = 1
     old.exited.set()
     loop.events.put(Exited(old))
     # a verb in the same batch whose answer ends the loop: `_loop` runs that one batch, then stops
     loop.events.put(Control.parse("status", lambda answer: loop.events.put(Stop("SIGINT"))))
     loop._loop()
-    assert loop.lines == [] and len(loop.launcher.starts) == 2 and loop.stopped_by is StoppedBy.SIGNAL
+    assert loop.lines == [] and len(loop.slot.launcher.starts) == 2 and loop.stopped_by is StoppedBy.SIGNAL

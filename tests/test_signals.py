@@ -187,7 +187,8 @@ def test_a_second_signal_handler_takes_no_lock_the_main_thread_may_hold(monkeypa
 
     from devbox import output
     from devbox.interrupts import Interrupts
-    from devbox.supervisor import Stop, Supervisor
+    from devbox.loop.events import Stop
+    from devbox.loop.supervisor import Supervisor
 
     monkeypatch.setattr(output, "_use_sinks", True)
     supervisor = object.__new__(Supervisor)
