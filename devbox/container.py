@@ -8,7 +8,7 @@ are raised, into DevboxError subclasses with one line for a person.
 
 from __future__ import annotations
 
-__all__ = ["Box", "Outcome", "ContainerState", "LABEL_PROJECT", "LABEL_HASH", "LABEL_DIR", "STATE_DIR",
+__all__ = ["Box", "Outcome", "ContainerState", "LABEL_PROJECT", "LABEL_HASH", "LABEL_DIR",
            "EventFollower", "owner_folder"]
 
 import enum
@@ -28,6 +28,7 @@ from docker.types import Mount as DockerMount
 from .build import Builder, image_tag
 from .config import Config
 from .errors import ContainerError, DevboxError, ImageError, UsageError, docker_error, docker_reason
+from .inside import SETUP_MARK, STATE_DIR
 from .ports import port_in_use_error
 
 LABEL_PROJECT = "devbox.project"
@@ -35,8 +36,6 @@ LABEL_HASH = "devbox.config-hash"
 LABEL_SPEC = "devbox.spec"  # the container-level config, kept so a recreate can say what changed
 LABEL_DIR = "devbox.project-dir"  # the project's folder: two folders never share a container
 LABEL_FILE = "devbox.config-file"
-STATE_DIR = "/.devbox"  # a tmpfs in the container: the server's pid record lives here and dies with the container
-SETUP_MARK = "/.devbox-setup-done"  # in the container's own layer: survives a stop, gone with the container
 
 Say = Callable[[str], None]
 

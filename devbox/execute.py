@@ -22,7 +22,8 @@ import uuid
 from pathlib import Path
 
 from .config import Config
-from .container import STATE_DIR, Box
+from .container import Box
+from .inside import exec_record
 from .errors import UsageError, docker_error
 from .output import say
 
@@ -80,7 +81,7 @@ def _env_outside_argv(env: dict[str, str]) -> tuple[Path, dict[str, str]]:
 
 def _forwarding_signals(container, args: list[str], argv: list[str], env: dict[str, str]) -> int:
     """Pipes on either end: devbox stays the parent and passes Ctrl-C and SIGTERM on to the command."""
-    record = f"{STATE_DIR}/exec-{uuid.uuid4().hex[:12]}.pid"
+    record = exec_record()
     child = subprocess.Popen(args + ["sh", "-c", _WRAPPER, record, *argv], env=env)
 
     def forward(signum: int, frame: object) -> None:

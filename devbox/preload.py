@@ -41,17 +41,15 @@ from docker import APIClient
 from docker.utils.socket import frames_iter
 
 from . import output
-from .container import STATE_DIR
 from .lock import write_private
-from .preloader import ARGV_VAR, SEP
+from .inside import PRELOAD_SOCKET, PRELOADER_FILE, PRELOADER_RECORD, read
+from .inside.preloader import ARGV_VAR, SEP
 from .server import TOKEN_VAR, ExecLauncher, ServerProcess, command_argv
 
-PRELOADER_FILE = f"{STATE_DIR}/preloader.py"
-SOCKET = f"{STATE_DIR}/preload.sock"
-RECORD = f"{STATE_DIR}/preloader.pid"
+SOCKET, RECORD = PRELOAD_SOCKET, PRELOADER_RECORD
 READY_WAIT = 15.0  # seconds a start waits for a preloader that is importing (about a cold start)
 RESTARTS = 5  # preloader restarts for unsafe modules before preloading is left off
-SOURCE = (Path(__file__).parent / "preloader.py").read_text()
+SOURCE = read("preloader.py")
 # `preload: auto` preloads commands that start with these (Python itself, or a Python server's script)
 PYTHON_SERVERS = {"flask", "uvicorn", "gunicorn", "hypercorn", "daphne", "django-admin", "fastapi", "granian"}
 

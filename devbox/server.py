@@ -34,82 +34,21 @@ from typing import Callable
 
 from docker import APIClient
 
-from . import output
-from .container import STATE_DIR
+from . import inside, output
+from .inside import SERVER_RECORD, TASK_RECORD
 from .errors import ContainerError, docker_error
 from .output import Lines
 
-SERVER_RECORD = f"{STATE_DIR}/server.pid"  # "PGID TOKEN" of the server started last
-TASK_RECORD = f"{STATE_DIR}/task.pid"  # the same for a setup command or an exec rule under way
 TOKEN_VAR = "DEVBOX_SERVER_ID"  # every process the server starts inherits it, even one that leaves the group
 KILL_GRACE = 10.0  # seconds to wait for the tree to go after SIGKILL before saying so
 
 # Record the group leader's pid (in the container's namespace) and the start's token, then become the command.
 _WRAPPER = 'echo "$$ $DEVBOX_SERVER_ID" > "$0"; exec "$@"'
 
-# $1 signal name without SIG, $2 polls of 20 ms before SIGKILL, $3 the record file, $4 the token of
-# the start to stop (empty: whatever the record names). Prints "signalled" if something was running,
-# and "killed" if SIGKILL was needed.
-# A process belongs to the tree if it is in the leader's group, or carries the token in its
-# environment (it left the group: setsid, a double fork). The token scan runs at the start and
-# once more when the group is gone, not on every poll.
-# A stop right after a start can come before the new leader has written the record: then the record
-# still names the previous start, long gone, and trusting it would leave the new tree running. So
-# wait (up to 5 s) for the record to name our token; failing that, find the tree by its token alone.
-_STOP_SCRIPT = f"""
-sig=$1; steps=$2; rec=$3; want=$4
-n=0
-while :; do
-  read -r pg tok <"$rec" 2>/dev/null
-  if [ -z "$want" ] || [ "$tok" = "$want" ] || [ $n -ge 250 ]; then break; fi
-  sleep 0.02
-  n=$((n + 1))
-done
-if [ -n "$want" ] && [ "$tok" != "$want" ]; then pg=""; tok=$want; fi
-[ -n "$pg$tok" ] || exit 0
-marked=""
-scan() {{
-  marked=""
-  [ -n "$tok" ] && command -v grep >/dev/null 2>&1 || return 0
-  for f in $(grep -lsa "{TOKEN_VAR}=$tok" /proc/[0-9]*/environ); do  # one grep for all processes
-    f=${{f#/proc/}}; f=${{f%/environ}}
-    read -r line 2>/dev/null </proc/$f/stat || continue
-    set -- ${{line##*) }}
-    [ "$3" = "${{pg:--}}" ] || marked="$marked $f"  # the group's members get the group's signal, once
-  done
-}}
-alive() {{
-  for f in /proc/[0-9]*/stat; do
-    read -r line 2>/dev/null <"$f" || continue
-    set -- ${{line##*) }}
-    [ "$3" = "${{pg:--}}" ] && [ "$1" != Z ] && return 0
-  done
-  for p in $marked; do
-    read -r line 2>/dev/null </proc/$p/stat || continue
-    set -- ${{line##*) }}
-    [ "$1" != Z ] && return 0
-  done
-  return 1
-}}
-scan
-alive || {{ rm -f "$rec"; exit 0; }}
-kill -$sig ${{pg:+-$pg}} $marked 2>/dev/null
-echo signalled
-n=0
-while :; do
-  while alive; do
-    if [ $n -eq $steps ]; then kill -KILL ${{pg:+-$pg}} $marked 2>/dev/null; echo killed; fi
-    [ $n -gt $((steps + {int(KILL_GRACE / 0.02)})) ] && {{ echo stuck; exit 1; }}
-    sleep 0.02
-    n=$((n + 1))
-  done
-  scan
-  [ -z "$marked" ] && break
-  [ $n -ge $steps ] && sig=KILL
-  kill -$sig $marked 2>/dev/null
-done
-rm -f "$rec"
-"""
+# The stop script (devbox/inside/stop.sh, a file of the package, run in the container with `sh -c`):
+# it finds the tree by its group and by its token, signals it, waits, escalates.
+_STOP_SCRIPT = inside.read("stop.sh")
+_GRACE_STEPS = str(int(KILL_GRACE / 0.02))
 
 TAIL_LINES = 20
 # words that are the shell's own, not programs: `exec httpd ...` needs the shell it names
@@ -355,7 +294,8 @@ class ExecLauncher:
                       hurry: Callable[[], bool] = lambda: False) -> "StopAnswer":
         """Run the stop script; `token` names the start to stop ("": whatever the record names)."""
         steps = max(0, int(timeout / 0.02))
-        argv = ["sh", "-c", _STOP_SCRIPT, "devbox-stop", stop_signal.removeprefix("SIG"), str(steps), record, token]
+        argv = ["sh", "-c", _STOP_SCRIPT, "devbox-stop", stop_signal.removeprefix("SIG"), str(steps), record, token,
+                TOKEN_VAR, _GRACE_STEPS]
         result: list = []
 
         def work() -> None:
@@ -370,7 +310,7 @@ class ExecLauncher:
             worker.join(0.05)
             if hurry() and worker.is_alive():
                 # a second script with no grace: SIGKILL now; the first sees the tree gone and ends
-                self._run(["sh", "-c", _STOP_SCRIPT, "devbox-kill", "KILL", "0", record, token])
+                self._run(["sh", "-c", _STOP_SCRIPT, "devbox-kill", "KILL", "0", record, token, TOKEN_VAR, _GRACE_STEPS])
                 worker.join(KILL_GRACE + 5)
                 break
         out = result[0] if result else ""

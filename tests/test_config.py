@@ -480,7 +480,8 @@ def test_init_works_from_an_installed_wheel(tmp_path):
     project = tmp_path / "proj"
     project.mkdir()
     write(project, "manage.py", "")
-    result = subprocess.run([sys.executable, "-c", "import sys; from devbox.cli import main; sys.exit(main(['init', '--template', 'django']))"],
+    result = subprocess.run([sys.executable, "-c", "import sys, devbox.loop.supervisor, devbox.config.load, devbox.server; "
+                             "from devbox.cli import main; sys.exit(main(['init', '--template', 'django']))"],
                             cwd=project, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(target), "PYTHONSAFEPATH": "1"})
     assert result.returncode == 0, result.stderr

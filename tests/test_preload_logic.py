@@ -8,7 +8,7 @@ import os
 import pytest
 
 from devbox.preload import ColdMemory
-from devbox.preloader import _split_options, resolve
+from devbox.inside.preloader import _split_options, resolve
 from devbox.reloaders import own_reloader_hint, parse_tree
 from devbox.server import command_argv
 

@@ -1,0 +1,10 @@
+"""devbox.yaml: the model (model.py), YAML with positions (yamlpos.py), variables and env files
+(envfiles.py), and the whole load with layering and a Compose service's keys (load.py)."""
+
+from .envfiles import interpolate, read_env_file
+from .load import COMPOSE_FILES, deep_merge, find_config, load, sanitise_name
+from .model import CONFIG_NAME, LOCAL_NAME, Build, Compose, Config, Mount, Port, Ready, Rule, Volume, Watch
+
+__all__ = ["Config", "Port", "Mount", "Volume", "Ready", "Watch", "Rule", "Build", "Compose", "find_config", "load",
+           "CONFIG_NAME", "LOCAL_NAME", "COMPOSE_FILES", "sanitise_name", "read_env_file", "interpolate",
+           "deep_merge"]

@@ -1,0 +1,213 @@
+"""The config as data: what a devbox.yaml says once loaded, validated and frozen. Everything downstream
+trusts it."""
+
+from __future__ import annotations
+
+__all__ = ["Config", "Port", "Mount", "Volume", "Ready", "Watch", "Rule", "Build", "Compose", "CONFIG_NAME",
+           "LOCAL_NAME"]
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .envfiles import read_env_file
+
+CONFIG_NAME = "devbox.yaml"
+LOCAL_NAME = "devbox.local.yaml"
+
+
+
+@dataclass(frozen=True)
+class Port:
+    host_ip: str
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"
+
+    def __str__(self) -> str:
+        host = f"[{self.host_ip}]" if ":" in self.host_ip else self.host_ip
+        return f"{host}:{self.host_port}:{self.container_port}" + ("/udp" if self.protocol == "udp" else "")
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Ready:
+    http: str | None = None
+    tcp: int | None = None
+    log: str | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Rule:
+    match: tuple[str, ...]
+    action: str  # restart | setup | rebuild | none | exec
+    exec: str | tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Watch:
+    paths: tuple[Path, ...]
+    ignore: tuple[str, ...] = ()
+    debounce_ms: int = 50
+    rules: tuple[Rule, ...] = ()
+    poll: bool | None = None  # None: auto (polling where native events do not arrive)
+
+
+@dataclass(frozen=True)
+class Build:
+    context: Path
+    dockerfile: str = "Dockerfile"
+    args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class Compose:
+    file: Path
+    services: tuple[str, ...] = ()  # started beside devbox's container, reached by name
+    service: str | None = None  # the Compose service devbox runs as its own (its keys under devbox.yaml's)
+
+
+@dataclass(frozen=True)
+class Config:
+    file: Path
+    project_dir: Path
+    name: str
+    image: str | None
+    build: Build | None
+    workdir: str
+    mounts: tuple[Mount, ...]
+    volumes: tuple[Volume, ...]
+    env: Mapping[str, str]
+    env_files: tuple[Path, ...]
+    ports: tuple[Port, ...]
+    setup: tuple[str | tuple[str, ...], ...]
+    command: str | tuple[str, ...]
+    stop_signal: str
+    stop_timeout: float
+    ready: Ready
+    watch: Watch
+    compose: Compose | None
+    preload: bool | None = None  # None: auto (Python commands start by a fork from a preloaded process)
+    # run before the command, as Docker runs ENTRYPOINT + CMD; None: not set (the image's is not run)
+    entrypoint: tuple[str, ...] | None = None
+
+    def server_env(self) -> dict[str, str]:
+        """env_file entries, then `env` over them, as Compose orders them."""
+        out: dict[str, str] = {}
+        for path in self.env_files:
+            out.update(read_env_file(path))
+        out.update(self.env)
+        return out
+
+    def container_spec(self) -> dict[str, Any]:
+        """What defines the container: a change here recreates it; anything else restarts only the server."""
+        return {
+            "image": self.image,
+            # build args may be secrets (NPM_TOKEN): the spec is a label anyone can `docker inspect`, so
+            # it holds their hashes, never their values
+            "build": None if self.build is None else [str(self.build.context), self.build.dockerfile,
+                                                      {k: _digest(v) for k, v in self.build.args.items()},
+                                                      self.build.target],
+            "workdir": self.workdir,
+            "mounts": [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in self.mounts],
+            "volumes": [f"{v.name}:{v.target}" for v in self.volumes],
+            "ports": [str(p) for p in self.ports],
+        }
+
+    def container_path(self, host_path: Path) -> str | None:
+        """Where a host file is seen in the container, through the bind mounts (None if it is not mounted)."""
+        for mount in sorted(self.mounts, key=lambda m: len(str(m.source)), reverse=True):
+            try:
+                relative = host_path.resolve().relative_to(mount.source)
+            except ValueError:
+                continue
+            return f"{mount.target.rstrip('/')}/{relative.as_posix()}" if str(relative) != "." else mount.target
+        return None
+
+    def host_path(self, container_path: str) -> Path | None:
+        """Where a container path is on this machine, through the bind mounts (None if no mount has it)."""
+        for mount in sorted(self.mounts, key=lambda m: len(m.target), reverse=True):
+            target = mount.target.rstrip("/") or "/"
+            if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
+                return mount.source / container_path[len(target):].lstrip("/")
+        return None
+
+    def watched_files(self) -> set[str]:
+        """The files devbox reads, relative to the project folder: always watched, whatever is ignored."""
+        names = {self.file.name, LOCAL_NAME, ".env"}
+        for path in self.env_files:
+            try:
+                names.add(path.resolve().relative_to(self.project_dir).as_posix())
+            except ValueError:
+                pass
+        return names
+
+    def setup_hash(self) -> str:
+        """What a container's finished setup is recorded as: a changed `setup` runs again."""
+        return hashlib.sha256(json.dumps([list(c) if isinstance(c, tuple) else c for c in self.setup]).encode()).hexdigest()[:16]
+
+    def container_hash(self, image_id: str = "", network: str = "") -> str:
+        data = json.dumps([self.container_spec(), image_id] + ([network] if network else []), sort_keys=True).encode()
+        return hashlib.sha256(data).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config in the input's key shape (what `devbox config` prints)."""
+        def command(c: str | tuple[str, ...]) -> str | list[str]:
+            return c if isinstance(c, str) else list(c)
+
+        out: dict[str, Any] = {"name": self.name}
+        if self.image is not None:
+            out["image"] = self.image
+        if self.build is not None:
+            out["build"] = {"context": str(self.build.context), "dockerfile": self.build.dockerfile,
+                            "args": dict(self.build.args)} | ({"target": self.build.target} if self.build.target else {})
+        out |= {
+            "workdir": self.workdir,
+            "mounts": [f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in self.mounts],
+            "volumes": [f"{v.name}:{v.target}" for v in self.volumes],
+            "env": dict(self.env),
+            "env_file": [str(p) for p in self.env_files],
+            "ports": [str(p) for p in self.ports],
+            "setup": [command(c) for c in self.setup],
+            "command": command(self.command),
+            **({} if self.entrypoint is None else {"entrypoint": list(self.entrypoint)}),
+            "stop_signal": self.stop_signal,
+            "stop_timeout": self.stop_timeout,
+            "preload": "auto" if self.preload is None else self.preload,
+            "ready": {k: v for k, v in (("http", self.ready.http), ("tcp", self.ready.tcp), ("log", self.ready.log))
+                      if v is not None} | {"timeout": self.ready.timeout},
+            "watch": {
+                "paths": [str(p) for p in self.watch.paths],
+                "ignore": list(self.watch.ignore),
+                "debounce_ms": self.watch.debounce_ms,
+                "poll": "auto" if self.watch.poll is None else self.watch.poll,
+                "rules": [{"match": list(r.match), "action": {"exec": command(r.exec)} if r.action == "exec" else r.action}
+                          for r in self.watch.rules],
+            },
+        }
+        if self.compose is not None:
+            out["compose"] = {"file": str(self.compose.file), "services": list(self.compose.services)} | \
+                ({"service": self.compose.service} if self.compose.service else {})
+        return out
+
+
+def _digest(value: object) -> str:
+    return "sha256:" + hashlib.sha256(str(value).encode()).hexdigest()[:16]
+
+
