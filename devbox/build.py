@@ -48,8 +48,7 @@ class BuildFailed(ImageError):
     """A build that failed; `tail` holds its last lines of output."""
 
     def __init__(self, message: str, tail: list[str]):
-        super().__init__(message)
-        self.tail = tail
+        super().__init__(message, tail)
 
 
 def image_tag(config: Config) -> str:

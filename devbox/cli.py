@@ -17,7 +17,7 @@ from typing import Sequence
 
 from . import __version__, output
 from .config import Config, find_config, load
-from .errors import ConfigError, ContainerError, DevboxError, UsageError
+from .errors import ConfigError, ContainerError, DevboxError, UsageError, render
 from .output import say
 
 
@@ -354,9 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DevboxError as e:
         if args.debug:
             traceback.print_exc()
-        say(str(e))
-        for line in getattr(e, "tail", []):  # a failed build's or service's last lines of output
-            say(f"  | {line}")
+        for line in render(e):
+            say(line)
         return e.exit_code
     except KeyboardInterrupt:
         say("interrupted")

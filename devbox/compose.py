@@ -122,8 +122,7 @@ class ServiceFailed(DevboxError):
     """A Compose service that did not come up; `tail` holds its last log lines."""
 
     def __init__(self, message: str, tail: list[str]):
-        super().__init__(message)
-        self.tail = tail
+        super().__init__(message, tail)
 
 
 @dataclass

@@ -27,7 +27,8 @@ from docker.types import Mount as DockerMount
 
 from .build import Builder, image_tag
 from .config import Config
-from .errors import ContainerError, DevboxError, ImageError, UsageError, docker_error, docker_reason
+from .errors import (ContainerError, DevboxError, EngineSays, ImageError, UsageError, docker_error, docker_reason,
+                     engine_says)
 from .inside import SETUP_MARK, STATE_DIR
 from .ports import port_in_use_error
 
@@ -267,11 +268,12 @@ class Box:
         try:
             container.start()
         except docker.errors.APIError as e:
-            text = str(getattr(e, "explanation", "") or e)
-            if "already allocated" in text or "address already in use" in text:
+            says = engine_says(e)
+            if says is EngineSays.PORT_TAKEN:
+                text = str(getattr(e, "explanation", "") or e)
                 named = [p for p in self.config.ports if str(p.host_port) in text] or list(self.config.ports)
                 raise port_in_use_error(self.config, named) from e
-            if "executable file not found" in text and "sleep" in text:
+            if says is EngineSays.NO_SLEEP:
                 raise ContainerError(f"image '{self.image_name}' has no `sleep` to keep the container alive: "
                                      "devbox needs a shell and sleep in the image") from e
             raise docker_error(e, f"cannot start container {container.name}") from e

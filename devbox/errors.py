@@ -19,15 +19,32 @@ __all__ = [
     "UsageError",
     "docker_error",
     "docker_reason",
+    "engine_says",
+    "EngineSays",
+    "render",
 ]
 
+import enum
 from dataclasses import dataclass
 
 
 class DevboxError(Exception):
-    """Base class: `str(error)` is the one line shown to the user."""
+    """Base class: `str(error)` is the one line shown to the user; `tail`, the last lines of output that
+    explain it (a failed build's, a service's), shown under it."""
 
     exit_code = 1
+
+    def __init__(self, message: str = "", tail: list[str] | tuple[str, ...] = ()):
+        super().__init__(message)
+        self.tail = list(tail)
+
+
+TAIL_SHOWN = 10  # lines of an error's tail shown under it
+
+
+def render(error: DevboxError) -> list[str]:
+    """An error as the user sees it, by the CLI and by the loop alike: its line, then its tail."""
+    return [str(error), *(f"  | {line}" for line in error.tail[-TAIL_SHOWN:])]
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,37 @@ class ContainerGone(ContainerError):
     """The project's container is not running any more (stopped, killed or removed behind devbox's back)."""
 
 
+class EngineSays(enum.Enum):
+    """What an engine's error message means, where devbox does something about it."""
+
+    CONTAINER_GONE = "the container is not running"
+    PORT_TAKEN = "a published port is taken"
+    NO_SLEEP = "the image has no sleep"
+    OTHER = "other"
+
+
+# The one table of engine messages devbox reads: (words in the message, what they mean). The engine has
+# no codes for these; its messages are stable across the versions seen (20.10 to 27).
+ENGINE_MESSAGES: tuple[tuple[tuple[str, ...], EngineSays], ...] = (
+    (("is not running",), EngineSays.CONTAINER_GONE),
+    (("is restarting",), EngineSays.CONTAINER_GONE),
+    (("is paused",), EngineSays.CONTAINER_GONE),
+    (("already allocated",), EngineSays.PORT_TAKEN),
+    (("address already in use",), EngineSays.PORT_TAKEN),
+    (("executable file not found", "sleep"), EngineSays.NO_SLEEP),
+)
+
+
+def engine_says(error: BaseException) -> EngineSays:
+    text = str(getattr(error, "explanation", None) or error)
+    for words, meaning in ENGINE_MESSAGES:
+        if all(word in text for word in words):
+            return meaning
+    if getattr(error, "status_code", None) == 404 and "container" in text.lower():
+        return EngineSays.CONTAINER_GONE
+    return EngineSays.OTHER
+
+
 def docker_reason(error: BaseException) -> str:
     """A short reason from a Docker SDK or connection error, for the end of a one-line message."""
     text = getattr(error, "explanation", None) or str(error)
@@ -108,9 +156,7 @@ def docker_error(error: BaseException, doing: str) -> DevboxError:
                                              and not isinstance(error, docker.errors.APIError)):
         return DockerUnavailable(f"{doing}: the Docker engine does not answer ({docker_reason(error)})")
     if isinstance(error, docker.errors.APIError):
-        text = str(error.explanation or error)
-        if error.status_code == 404 and "container" in text.lower() or "is not running" in text \
-                or "is restarting" in text or "is paused" in text:
+        if engine_says(error) is EngineSays.CONTAINER_GONE:
             return ContainerGone(f"{doing}: the container is not running ({docker_reason(error)})")
         return ContainerError(f"{doing}: {docker_reason(error)}")
     return ContainerError(f"{doing}: {type(error).__name__}: {docker_reason(error)}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..compose import Services, remember_started
 from ..config import Config
 from ..container import LABEL_HASH, Box, EventFollower, Outcome
-from ..errors import ContainerError, ContainerGone, DevboxError, DockerUnavailable
+from ..errors import ContainerError, ContainerGone, DevboxError, DockerUnavailable, render
 from ..exposure import exposure_warnings
 from ..ports import port_in_use_error, taken_ports
 from ..prestart import Prestart
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from .supervisor import Supervisor
 
 RECOVERY_LIMIT, RECOVERY_WINDOW = 5, 60.0  # container losses in seconds before `up` gives up
-CRASH_LINES = 10
 
 
 class ContainerKeeper:
@@ -268,9 +267,8 @@ class ContainerKeeper:
         return True
 
     def say_failure(self, error: DevboxError) -> None:
-        self.say(str(error))
-        for line in getattr(error, "tail", [])[-CRASH_LINES:]:
-            self.say(f"  | {line}")
+        for line in render(error):
+            self.say(line)
 
     def replace(self, new: Config, force_build: bool = False) -> None:
         """Make the new config's container beside the old one; switch only once it is up and set up.

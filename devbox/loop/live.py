@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..config import LOCAL_NAME, Config, load, read_env_file
 from ..container import Box
-from ..errors import ConfigError, DevboxError
+from ..errors import ConfigError, DevboxError, render
 from .events import Interrupted
 
 if TYPE_CHECKING:
@@ -58,9 +58,10 @@ class LiveConfig:
             except Interrupted:
                 raise
             except DevboxError as e:
-                loop.say(f"{new.file.name} not applied: {e}")
-                for line in getattr(e, "tail", [])[-10:]:
-                    loop.say(f"  | {line}")
+                first, *tail = render(e)
+                loop.say(f"{new.file.name} not applied: {first}")
+                for line in tail:
+                    loop.say(line)
                 loop.say("the previous container and server still run")
                 return False
         loop.config = new
