@@ -29,6 +29,7 @@ from .build import Builder, image_tag
 from .config import Config
 from .errors import (ContainerError, DevboxError, EngineSays, ImageError, UsageError, docker_error, docker_reason,
                      engine_says)
+from .identity import container_hash, container_spec
 from .inside import SETUP_MARK, STATE_DIR
 from .ports import port_in_use_error
 
@@ -149,10 +150,10 @@ class Box:
         return (", ".join(changed) + " changed") if changed else "its config hash differs"
 
     def _spec(self, image_id: str) -> dict:
-        return {**self.config.container_spec(), "image id": image_id} | ({"network": self.network} if self.network else {})
+        return {**container_spec(self.config), "image id": image_id} | ({"network": self.network} if self.network else {})
 
     def config_hash(self, image_id: str) -> str:
-        return self.config.container_hash(image_id, self.network)
+        return container_hash(self.config, image_id, self.network)
 
     def ensure_image(self, force_build: bool = False) -> str:
         """The image's id: built from `build:` (when missing, stale or forced), or pulled (with progress)

@@ -113,11 +113,11 @@ class PreloaderEnd:
     why: str
 
 
-class _Preloader:
+class PreloaderHandle:
     """The host's handle on one preloader process: its state comes from its `devbox-preload:` lines."""
 
     def __init__(self, api: APIClient, container_id: str, workdir: str, env: dict[str, str],
-                 project_dir: str, argv: list[str], on_gone: Callable[["_Preloader"], None]):
+                 project_dir: str, argv: list[str], on_gone: Callable[["PreloaderHandle"], None]):
         self.env, self.on_gone = env, on_gone
         self.ready = threading.Event()
         self.retired = threading.Event()  # it said off or restart: it takes no more starts
@@ -189,7 +189,7 @@ class PreloadLauncher(ExecLauncher):
         super().__init__(api, container_id, workdir)
         self.project_dir, self.say, self.memory = project_dir, say, memory
         self.argv = command_argv(command) or []
-        self.preloader: _Preloader | None = None
+        self.preloader: PreloaderHandle | None = None
         self.lock = threading.Lock()  # the preloader is swapped by a start, and by the reader of one that ended
         self.closed = False
         self.off = ""  # why preloading is off for the rest of this launcher's life
@@ -250,17 +250,17 @@ class PreloadLauncher(ExecLauncher):
             return ""
         return p.exe
 
-    def _spawn(self, env: dict[str, str]) -> _Preloader | None:
+    def _spawn(self, env: dict[str, str]) -> PreloaderHandle | None:
         """Start a preloader (it imports in the background); called with the lock held."""
         try:
-            self.preloader = _Preloader(self.api, self.container_id, self.workdir, env, self.project_dir, self.argv,
+            self.preloader = PreloaderHandle(self.api, self.container_id, self.workdir, env, self.project_dir, self.argv,
                                         on_gone=self._ended)
         except Exception as e:
             self._turn_off(f"cannot start the preloader ({e})", env)
             return None
         return self.preloader
 
-    def _ended(self, p: _Preloader) -> None:
+    def _ended(self, p: PreloaderHandle) -> None:
         """A preloader exited (called by its reader): start a new one at once if it asked to be, so the
         next start finds it warm; if it failed, leave preloading off."""
         with self.lock:

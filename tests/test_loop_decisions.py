@@ -218,3 +218,43 @@ def test_an_exit_of_a_replaced_server_is_not_acted_on(loop):
     loop.events.put(Control.parse("status", lambda answer: loop.events.put(Stop("SIGINT"))))
     loop._loop()
     assert loop.lines == [] and len(loop.slot.launcher.starts) == 2 and loop.stopped_by is StoppedBy.SIGNAL
+
+
+def test_a_stop_that_needed_sigkill_says_so(loop):
+    loop.slot.launcher.stop = lambda proc, signal, timeout, hurry: True  # the tree outlived SIGTERM
+    loop.slot.restart("a.py changed", 1.0)
+    assert "server ignored SIGTERM for 5s; killed it" in loop.lines
+
+
+def test_an_invalid_config_saved_during_up_changes_nothing(loop, tmp_path):
+    (tmp_path / "devbox.yaml").write_text("name: unit\nimage: busybox\ncommand: [server]\nstop_timeout: soon\n")
+    loop.on_changes({"devbox.yaml"}, 1.0)
+    assert loop.lines[-1] == "devbox.yaml not applied; the previous config still runs"
+    assert any("stop_timeout: expected a number" in line for line in loop.lines)
+    assert len(loop.slot.launcher.starts) == 1 and loop.config.stop_timeout == 5
+
+
+def test_a_config_whose_container_cannot_be_made_rolls_back(loop, tmp_path, monkeypatch):
+    from devbox.errors import ImageError
+    from devbox.loop.keeper import ContainerKeeper
+
+    def cannot(self, new, force_build=False):
+        raise ImageError("image 'nope' is not local and cannot be pulled", ["pull access denied", "for nope"])
+
+    monkeypatch.setattr(ContainerKeeper, "replace", cannot)
+    (tmp_path / "devbox.yaml").write_text("name: unit\nimage: nope\ncommand: [server]\n")
+    loop.on_changes({"devbox.yaml"}, 1.0)
+    assert loop.lines == ["devbox.yaml not applied: image 'nope' is not local and cannot be pulled",
+                          "  | pull access denied", "  | for nope", "the previous container and server still run"]
+    assert loop.config.image == "busybox" and len(loop.slot.launcher.starts) == 1
+
+
+def test_a_config_that_changes_only_the_command_restarts_with_it(loop, tmp_path, monkeypatch):
+    fake = loop.slot.launcher
+    monkeypatch.setattr(ServerSlot, "new_launcher", lambda self, container_id: setattr(
+        self, "launcher_for", (self.config.preload, self.command(), self.config.project_dir)))
+    (tmp_path / "devbox.yaml").write_text("name: unit\nimage: busybox\ncommand: [server, --fast]\n")
+    loop.on_changes({"devbox.yaml"}, 1.0)
+    assert loop.lines[0] == "reloaded devbox.yaml"
+    assert loop.config.command == ("server", "--fast") and len(fake.starts) == 2
+    assert loop.slot.reason == "devbox.yaml changed"

@@ -115,21 +115,6 @@ class Config:
         out.update(self.env)
         return out
 
-    def container_spec(self) -> dict[str, Any]:
-        """What defines the container: a change here recreates it; anything else restarts only the server."""
-        return {
-            "image": self.image,
-            # build args may be secrets (NPM_TOKEN): the spec is a label anyone can `docker inspect`, so
-            # it holds their hashes, never their values
-            "build": None if self.build is None else [str(self.build.context), self.build.dockerfile,
-                                                      {k: _digest(v) for k, v in self.build.args.items()},
-                                                      self.build.target],
-            "workdir": self.workdir,
-            "mounts": [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in self.mounts],
-            "volumes": [f"{v.name}:{v.target}" for v in self.volumes],
-            "ports": [str(p) for p in self.ports],
-        }
-
     def container_path(self, host_path: Path) -> str | None:
         """Where a host file is seen in the container, through the bind mounts (None if it is not mounted)."""
         for mount in sorted(self.mounts, key=lambda m: len(str(m.source)), reverse=True):
@@ -161,10 +146,6 @@ class Config:
     def setup_hash(self) -> str:
         """What a container's finished setup is recorded as: a changed `setup` runs again."""
         return hashlib.sha256(json.dumps([list(c) if isinstance(c, tuple) else c for c in self.setup]).encode()).hexdigest()[:16]
-
-    def container_hash(self, image_id: str = "", network: str = "") -> str:
-        data = json.dumps([self.container_spec(), image_id] + ([network] if network else []), sort_keys=True).encode()
-        return hashlib.sha256(data).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config in the input's key shape (what `devbox config` prints)."""
@@ -205,9 +186,3 @@ class Config:
             out["compose"] = {"file": str(self.compose.file), "services": list(self.compose.services)} | \
                 ({"service": self.compose.service} if self.compose.service else {})
         return out
-
-
-def _digest(value: object) -> str:
-    return "sha256:" + hashlib.sha256(str(value).encode()).hexdigest()[:16]
-
-

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ..config import LOCAL_NAME, Config, load, read_env_file
 from ..container import Box
 from ..errors import ConfigError, DevboxError, render
+from ..identity import container_spec
 from .events import Interrupted
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class LiveConfig:
         """Switch to `new`: True if applied. A changed container spec or name makes a new container."""
         loop, keeper = self.loop, self.loop.keeper
         old = loop.config
-        if new.container_spec() != old.container_spec() or new.name != old.name:
+        if container_spec(new) != container_spec(old) or new.name != old.name:
             try:
                 keeper.replace(new)
             except Interrupted:
