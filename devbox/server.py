@@ -174,10 +174,20 @@ class ExecLauncher:
                         or time.monotonic() > deadline:
                     break
                 time.sleep(0.002)
-            if pid > 0 and proc.token in _environ_tokens(pid):  # fails where pids are not shared (Docker Desktop)
-                proc.host_pid = pid
-                if self._procs_file is None:
-                    self._procs_file = _cgroup_procs_file(pid)
+            # the pid is known a moment before it is the command: until runc's init has exec'd it, its
+            # environment is runc's, without our token (seen on a busy machine); where pids are not shared
+            # (Docker Desktop) it never shows the token, and the exec way is used
+            seen_until = min(deadline, time.monotonic() + 0.5)
+            while pid > 0 and not proc.exited.is_set():
+                if proc.token in _environ_tokens(pid):
+                    proc.host_pid = pid
+                    if self._procs_file is None:
+                        self._procs_file = _cgroup_procs_file(pid)
+                    break
+                if time.monotonic() > seen_until:
+                    self.method = "exec"  # this host does not see the container's processes: stop asking
+                    break
+                time.sleep(0.002)
         except Exception:  # OSError, or the engine went away: the exec way still works
             pass
         proc.host_pid_checked = True

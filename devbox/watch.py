@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 import watchfiles
 from watchfiles._rust_notify import RustNotify  # the documented low-level watcher under watchfiles.watch
 
-from .config import Rule
+from .config import Rule, RuleAction
 from .ignore import IgnoreRules, Pattern, unreadable_folders
 
 FAST_QUIET_MS = 10  # quiet time before a small batch (an editor save) is handed over; 5 ms costs 1.2 % idle CPU
@@ -87,20 +87,20 @@ def plan(changed: Iterable[str], rules: Iterable[Rule]) -> Plan:
     result = Plan()
     triggers: list[str] = []
     for path in sorted(changed):
-        action, command = "restart", None
+        action, command = RuleAction.RESTART, None
         for patterns, rule in compiled:
             if any(p.matches(path) for p in patterns):
                 action, command = rule.action, rule.exec
                 break
-        if action == "none":
+        if action is RuleAction.NONE:
             continue
         triggers.append(path)
-        if action == "exec":
+        if action is RuleAction.EXEC:
             if command not in result.exec:
                 result.exec.append(command)
-        elif action == "setup":
+        elif action is RuleAction.SETUP:
             result.setup = True
-        elif action == "rebuild":
+        elif action is RuleAction.REBUILD:
             result.rebuild = True
         else:
             result.restart = True

@@ -4,8 +4,9 @@ trusts it."""
 from __future__ import annotations
 
 __all__ = ["Config", "Port", "Mount", "Volume", "Ready", "Watch", "Rule", "Build", "Compose", "CONFIG_NAME",
-           "LOCAL_NAME"]
+           "LOCAL_NAME", "RuleAction"]
 
+import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -52,11 +53,24 @@ class Ready:
     timeout: float = 30.0
 
 
+class RuleAction(str, enum.Enum):
+    """What a watch rule asks for a matching change (a str, as the file writes it)."""
+
+    RESTART = "restart"
+    SETUP = "setup"  # run setup again, then restart
+    REBUILD = "rebuild"  # build the image again, recreate the container
+    NONE = "none"  # the server picks it up itself
+    EXEC = "exec"  # run a command in the container
+
+
 @dataclass(frozen=True)
 class Rule:
     match: tuple[str, ...]
-    action: str  # restart | setup | rebuild | none | exec
+    action: "RuleAction"
     exec: str | tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action", RuleAction(self.action))  # as written in the file, checked there
 
 
 @dataclass(frozen=True)
@@ -178,7 +192,7 @@ class Config:
                 "ignore": list(self.watch.ignore),
                 "debounce_ms": self.watch.debounce_ms,
                 "poll": "auto" if self.watch.poll is None else self.watch.poll,
-                "rules": [{"match": list(r.match), "action": {"exec": command(r.exec)} if r.action == "exec" else r.action}
+                "rules": [{"match": list(r.match), "action": {"exec": command(r.exec)} if r.action is RuleAction.EXEC else r.action.value}
                           for r in self.watch.rules],
             },
         }
