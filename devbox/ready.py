@@ -95,7 +95,7 @@ class ProbeOutcome(enum.Enum):
     FAILED = "failed"  # the probe itself broke (a bug): said, and the server is left running
 
 
-NO_CHECK_GRACE = 0.5  # seconds a server with nothing to probe must live to count as started
+NO_CHECK_GRACE = 1.5  # seconds a server with nothing to probe must live to count as started (its line waits)
 QUIET_SHARE = 0.6  # of the last start's time: no probing before it, so probes do not slow the start itself
 
 
