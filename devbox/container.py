@@ -53,6 +53,7 @@ class Outcome(enum.Enum):
 class ContainerState(NamedTuple):
     status: str  # running, exited, created, ...
     started_at: str  # changes when the container is restarted behind devbox's back
+    ip: str = ""  # its address on its (first) network; "" when stopped
 
 
 class Box:
@@ -94,7 +95,9 @@ class Box:
             return None
         except Exception as e:
             raise docker_error(e, "cannot inspect the container") from e
-        return ContainerState(info["State"]["Status"], info["State"].get("StartedAt", ""))
+        networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
+        ip = next((n["IPAddress"] for n in networks.values() if n.get("IPAddress")), "")
+        return ContainerState(info["State"]["Status"], info["State"].get("StartedAt", ""), ip)
 
     # -- up ----------------------------------------------------------------------------------
 

@@ -245,7 +245,7 @@ def _code_mount(folder: Path, found: Detected, service: dict | None, parsed: Doc
                                                            parsed.workdir == found.workdir else ""))
 
 
-def _rules(folder: Path, found: Detected, parsed: Dockerfile | None, service: dict | None) -> None:
+def _rules(folder: Path, found: Detected, parsed: Dockerfile | None) -> None:
     """The watch rules a team needs: the Dockerfile and the dependency files the image installs from
     rebuild it; dependency files that setup installs from rerun setup."""
     prefix = "" if found.context == "." else found.context.rstrip("/") + "/"
@@ -299,5 +299,5 @@ def detect(folder: Path) -> Detected:
         found.requirements = requirements
         found.setup.append(f"pip install -r {requirements}")
     _entrypoint_setup(folder, found)
-    _rules(folder, found, parsed, service)
+    _rules(folder, found, parsed)
     return found

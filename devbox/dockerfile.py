@@ -95,7 +95,7 @@ def read_dockerfile(path: Path, target: str | None = None) -> Dockerfile | None:
         elif instruction == "ENTRYPOINT":
             out.entrypoint = _words(rest)
         elif instruction in ("COPY", "ADD"):
-            words = [w for w in _words(rest)]
+            words = _words(rest)
             if any(w.startswith("--from") for w in words):
                 continue  # from another stage or image, not from the context
             words = [w for w in words if not w.startswith("--")]

@@ -35,18 +35,24 @@ def build_busybox() -> str:
         return BUSYBOX_IMAGE
     if not BUSYBOX_BINARY.is_file():
         raise RuntimeError(f"{BUSYBOX_BINARY} is missing: apt-get install busybox-static")
+    return _build(BUSYBOX_IMAGE, {"busybox": BUSYBOX_BINARY.read_bytes()},
+                  "FROM scratch\n"
+                  "COPY busybox /bin/busybox\n"
+                  'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+                  "RUN mkdir -p /tmp && chmod 1777 /tmp\n"
+                  'CMD ["sh"]\n')
+
+
+def _build(tag: str, files: dict[str, bytes], dockerfile: str) -> str:
+    """`docker build` of a context holding `files` and the Dockerfile, with the legacy builder (no buildx)."""
     with tempfile.TemporaryDirectory() as ctx:
-        shutil.copy(BUSYBOX_BINARY, Path(ctx) / "busybox")
-        (Path(ctx) / "Dockerfile").write_text(
-            "FROM scratch\n"
-            "COPY busybox /bin/busybox\n"
-            'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-            "RUN mkdir -p /tmp && chmod 1777 /tmp\n"
-            'CMD ["sh"]\n'
-        )
-        subprocess.run(["docker", "build", "-q", "-t", BUSYBOX_IMAGE, ctx], check=True,
+        for name, data in files.items():
+            (Path(ctx) / name).write_bytes(data)
+            (Path(ctx) / name).chmod(0o755)  # COPY keeps the mode: a binary must stay executable
+        (Path(ctx) / "Dockerfile").write_text(dockerfile)
+        subprocess.run(["docker", "build", "-q", "-t", tag, ctx], check=True,
                        env={**os.environ, "DOCKER_BUILDKIT": "0"}, stdout=subprocess.DEVNULL)
-    return BUSYBOX_IMAGE
+    return tag
 
 
 def _debootstrap_image(tag: str, packages: str) -> str:
@@ -102,21 +108,15 @@ def build_postgres() -> str:
     if _have_image(POSTGRES_IMAGE):
         return POSTGRES_IMAGE
     base = _debootstrap_image(POSTGRES_IMAGE + "-base", "postgresql")
-    with tempfile.TemporaryDirectory() as ctx:
-        (Path(ctx) / "entrypoint.sh").write_text(POSTGRES_ENTRYPOINT)
-        (Path(ctx) / "Dockerfile").write_text(
-            f"FROM {base}\n"
-            "COPY entrypoint.sh /usr/local/bin/docker-entrypoint.sh\n"
-            "RUN chmod +x /usr/local/bin/docker-entrypoint.sh\n"
-            "ENV PGDATA=/var/lib/postgresql/data\n"
-            "VOLUME /var/lib/postgresql/data\n"
-            "EXPOSE 5432\n"
-            "STOPSIGNAL SIGINT\n"
-            'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]\n'
-        )
-        subprocess.run(["docker", "build", "-q", "-t", POSTGRES_IMAGE, ctx], check=True,
-                       env={**os.environ, "DOCKER_BUILDKIT": "0"}, stdout=subprocess.DEVNULL)
-    return POSTGRES_IMAGE
+    return _build(POSTGRES_IMAGE, {"entrypoint.sh": POSTGRES_ENTRYPOINT.encode()},
+                  f"FROM {base}\n"
+                  "COPY entrypoint.sh /usr/local/bin/docker-entrypoint.sh\n"
+                  "RUN chmod +x /usr/local/bin/docker-entrypoint.sh\n"
+                  "ENV PGDATA=/var/lib/postgresql/data\n"
+                  "VOLUME /var/lib/postgresql/data\n"
+                  "EXPOSE 5432\n"
+                  "STOPSIGNAL SIGINT\n"
+                  'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]\n')
 
 
 def install_frameworks() -> Path:

@@ -29,12 +29,14 @@ def test_live_config_restarts_recreates_or_keeps_the_old_one(project, busybox_im
     assert project.container().id == first_id
 
     # an invalid file: its errors, and nothing else happens (no restart for it)
+    run.wait_for(r"^greeting=two$")  # (a start's own output may come a moment after its ready line)
     starts = run.count(r"^greeting=")
     project.write("devbox.yaml", project.path.joinpath("devbox.yaml").read_text() + "stop_timeout: soon\n")
     run.wait_for(r"devbox: devbox.yaml:6:15: stop_timeout: expected a number >= 0 and <= 3600, got 'soon'")
     run.wait_for(r"devbox.yaml not applied; the previous config still runs")
     project.write("www/other.txt", "x\n")  # a change after it: its restart is the only one
     run.wait_for(r"ready in .*\(www/other.txt changed\)")
+    run.wait_for(r"^greeting=", count=starts + 1)
     assert run.count(r"^greeting=two$") == starts and run.count(r"^greeting=") == starts + 1, run.output
     wait_http(project.port, "hi")
     assert project.container().id == first_id

@@ -126,24 +126,26 @@ class ContainerKeeper:
     def address_of(self, container_id: str, network: str = "") -> str | None:
         """A container's address on `network` (any of its networks, for ""), where this machine can reach
         it: a Linux engine on this machine routes to its bridge networks; Docker Desktop's VM does not."""
-        client = self.loop.client
-        if sys.platform != "linux" or not client.api.base_url.startswith("http+docker://"):
+        if not self._routes_to_bridges():
             return None
         try:
-            networks = client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
+            networks = self.loop.client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
         except Exception:
             return None
         found = [networks.get(network) or {}] if network else list(networks.values())
         return next((n["IPAddress"] for n in found if n.get("IPAddress")), None)
+
+    def _routes_to_bridges(self) -> bool:
+        return sys.platform == "linux" and self.loop.client.api.base_url.startswith("http+docker://")
 
     def attach(self, container) -> None:
         """Make `container` the one the server runs in and whose engine events the loop follows."""
         if self.follower is not None:
             self.follower.close()
         self.container_id = container.id
-        self.container_ip = self.address_of(container.id)
-        state = self.box.state(container.id)
+        state = self.box.state(container.id)  # one look: its start, and the ready probe's way past the proxy
         self.started_at = state.started_at if state else ""
+        self.container_ip = state.ip if state and state.ip and self._routes_to_bridges() else None
         self.loop.slot.new_launcher(container.id)
         events = self.loop.events
         self.follower = EventFollower(self.loop.client, container.id,

@@ -62,8 +62,7 @@ class Supervisor:
 
     def run(self) -> int:
         began = time.monotonic()
-        if isinstance(self.events, EventQueue):
-            self.events.wake_on_signals()
+        self.events.wake_on_signals()
         self.interrupts.listen(self._on_signal)
         self.watch()  # from the start: an edit made while the container starts is not missed
         try:
@@ -73,8 +72,7 @@ class Supervisor:
             pass
         finally:
             self._shut_down()
-            if isinstance(self.events, EventQueue):
-                self.events.close()
+            self.events.close()
         return 0
 
     def _loop(self) -> None:
