@@ -41,6 +41,9 @@ def _up(args: argparse.Namespace, interrupts) -> int:
     from .prestart import Prestart
 
     config = _config(args)
+    debugger = getattr(args, "debugger", False)
+    if debugger:
+        config = config.with_debugger()
     busy = "`devbox rebuild` asks it to rebuild the image" if args.build else "use that one, or stop it with Ctrl-C first"
     with UpLock(config.name, config.project_dir, busy):
         prestart = None if args.recreate else Prestart(f"devbox-{config.name}", config.project_dir)
@@ -51,7 +54,7 @@ def _up(args: argparse.Namespace, interrupts) -> int:
             from .loop.supervisor import Supervisor
 
             supervisor = Supervisor(config, connect(), interrupts, recreate=args.recreate, prestart=prestart,
-                                    build=args.build)
+                                    build=args.build, debugger=debugger)
             control = ControlServer(config.name, lambda verb, reply: supervisor.events.put(Control.parse(verb, reply)))
         except BaseException:
             if prestart is not None:
@@ -225,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = verbs.add_parser("up", parents=[common], help="start, watch, reload; foreground")
     up.add_argument("--recreate", action="store_true", help="recreate the container even if its config is unchanged")
     up.add_argument("--build", action="store_true", help="build the image (`build:`) even if its inputs did not change")
+    up.add_argument("--debugger", action="store_true", help="let a debug client attach for this run (`debugger: true`)")
     up.set_defaults(func=cmd_up)
 
     down = verbs.add_parser("down", parents=[common], help="stop and remove the container")

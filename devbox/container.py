@@ -30,6 +30,7 @@ from .config import Config
 from .errors import (ContainerError, DevboxError, EngineSays, ImageError, UsageError, docker_error, docker_reason,
                      engine_says)
 from .identity import container_hash, container_spec
+from .debugger import CONTAINER_PORT as DEBUG_PORT
 from .inside import SETUP_MARK, STATE_DIR
 from .ports import port_in_use_error
 
@@ -216,6 +217,8 @@ class Box:
         ports: dict[str, list[tuple[str, int]]] = {}
         for p in cfg.ports:
             ports.setdefault(f"{p.container_port}/{p.protocol}", []).append((p.host_ip, p.host_port))
+        if cfg.debugger is not None:  # the adapter, on a loopback port the engine picks (DebugRelay forwards)
+            ports.setdefault(f"{DEBUG_PORT}/tcp", []).append(("127.0.0.1", None))
         for m in cfg.mounts:
             if not m.source.exists():
                 raise ContainerError(f"{cfg.file.name}: mounts: host path '{m.source}' does not exist (create it or fix the mount)")

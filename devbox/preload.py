@@ -53,10 +53,11 @@ SOURCE = read("preloader.py")
 # `preload: auto` preloads commands that start with these (Python itself, or a Python server's script)
 PYTHON_SERVERS = {"flask", "uvicorn", "gunicorn", "hypercorn", "daphne", "django-admin", "fastapi", "granian"}
 
-# Record the preloader's pid (as the server's wrapper does), write the program, run it under the
-# image's Python; preloader.py re-executes itself under the command's own interpreter and options.
+# Record the preloader's pid (as the server's wrapper does), write the program (whole, at once: the
+# debugger's hub writes it too), run it under the image's Python; preloader.py re-executes itself
+# under the command's own interpreter and options.
 _START = f"""echo "$$ ${TOKEN_VAR}" > {RECORD}
-printf '%s' "$DEVBOX_PRELOADER" > {PRELOADER_FILE} || exit 1
+printf '%s' "$DEVBOX_PRELOADER" > {PRELOADER_FILE}.$$ && mv -f {PRELOADER_FILE}.$$ {PRELOADER_FILE} || exit 1
 unset DEVBOX_PRELOADER
 py=$(command -v python3 || command -v python) || {{ echo "devbox-preload: off the image has no python3"; exit 1; }}
 exec "$py" {PRELOADER_FILE} serve {SOCKET} "$@"

@@ -128,6 +128,8 @@ class ExecLauncher:
         self.log: Callable[[list[str]], None] = lambda lines: None  # where the server's lines are kept
         self.last_stop = ""  # "host" or "exec": how the last stop reached the server (for the trace)
         self.last_start = "cold"  # how the last start was made (for the trace)
+        # the debugger's part of a start's environment (debugger.py), when it is on
+        self.with_debugger: Callable[[dict[str, str]], dict[str, str]] | None = None
 
     def invalidate(self) -> None:
         """What a start builds on may have changed (setup ran); nothing to do for a cold start."""
@@ -143,6 +145,8 @@ class ExecLauncher:
         server's environment in the cold start's order."""
         token = uuid.uuid4().hex
         environment = {**env, "RUN_MAIN": "true", "PYTHONUNBUFFERED": "1", TOKEN_VAR: token, **(extra_env or {})}
+        if self.with_debugger is not None:
+            environment = self.with_debugger(environment)
         exec_id, stream = self._exec_stream(command, environment, SERVER_RECORD, "start the server")
         proc = ServerProcess(exec_id, token)
         pattern = re.compile(log_pattern) if log_pattern else None

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from .. import schema
 from ..errors import ConfigError, ConfigProblem
 from .envfiles import interpolate_tree, read_env_file
-from .model import CONFIG_NAME, LOCAL_NAME, Build, Compose, Config, Mount, Port, Ready, Rule, Volume, Watch
+from .model import CONFIG_NAME, LOCAL_NAME, Build, Compose, Config, Debugger, Mount, Port, Ready, Rule, Volume, Watch
 from .yamlpos import Positions, parse
 
 # -- finding the file --------------------------------------------------------------------------
@@ -276,7 +276,16 @@ def _freeze(data: dict, path: Path, project_dir: Path) -> Config:
                                                      tuple(compose.get("services", [])), compose.get("service")),
         preload=None if data.get("preload", "auto") == "auto" else bool(data["preload"]),
         entrypoint=None if "entrypoint" not in data else tuple(_argv(data["entrypoint"])),
+        debugger=_debugger(data.get("debugger", False)),
     )
+
+
+def _debugger(value: bool | dict) -> Debugger | None:
+    if value is False:
+        return None
+    if value is True:
+        return Debugger()
+    return Debugger(int(value.get("port", 5678)), bool(value.get("wait", False)))
 
 
 def _argv(value: str | list[str]) -> list[str]:

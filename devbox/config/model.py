@@ -3,13 +3,13 @@ trusts it."""
 
 from __future__ import annotations
 
-__all__ = ["Config", "Port", "Mount", "Volume", "Ready", "Watch", "Rule", "Build", "Compose", "CONFIG_NAME",
+__all__ = ["Config", "Port", "Mount", "Volume", "Ready", "Watch", "Rule", "Build", "Compose", "Debugger", "CONFIG_NAME",
            "LOCAL_NAME", "RuleAction"]
 
 import enum
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -98,6 +98,12 @@ class Compose:
 
 
 @dataclass(frozen=True)
+class Debugger:
+    port: int = 5678  # where a debug client attaches on this machine (127.0.0.1)
+    wait: bool = False  # each start waits for a client before it runs
+
+
+@dataclass(frozen=True)
 class Config:
     file: Path
     project_dir: Path
@@ -120,6 +126,11 @@ class Config:
     preload: bool | None = None  # None: auto (Python commands start by a fork from a preloaded process)
     # run before the command, as Docker runs ENTRYPOINT + CMD; None: not set (the image's is not run)
     entrypoint: tuple[str, ...] | None = None
+    debugger: Debugger | None = None  # None: off
+
+    def with_debugger(self) -> "Config":
+        """This config with the debugger on (`devbox up --debugger`), as configured if it is."""
+        return self if self.debugger is not None else replace(self, debugger=Debugger())
 
     def server_env(self) -> dict[str, str]:
         """env_file entries, then `env` over them, as Compose orders them."""
@@ -185,6 +196,7 @@ class Config:
             "stop_signal": self.stop_signal,
             "stop_timeout": self.stop_timeout,
             "preload": "auto" if self.preload is None else self.preload,
+            "debugger": False if self.debugger is None else {"port": self.debugger.port, "wait": self.debugger.wait},
             "ready": {k: v for k, v in (("http", self.ready.http), ("tcp", self.ready.tcp), ("log", self.ready.log))
                       if v is not None} | {"timeout": self.ready.timeout},
             "watch": {

@@ -45,6 +45,7 @@ PREFIX = "devbox-preload:"
 ARGV_VAR = "DEVBOX_ARGV"  # the client's: the server's argv, joined by SEP (argv has no place for it)
 SEP = "\x1f"
 REEXEC_VAR = "DEVBOX_PRELOAD_REEXEC"
+DEBUG_MODE = "DEVBOX_DEBUGGER"  # debugger.py's MODE_VAR: this start attaches to the debugger
 # what a stop sends to the client's group: the stop reaches the server itself by its token, so the
 # client only has to outlive the signal, and must not pass it on (the server would get it twice)
 ABSORBED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
@@ -583,6 +584,12 @@ def become(preloader: Preloader, fds: list, settled: int, argv: list, env: dict,
     _default_signals()
     os.umask(umask)
     target = preloader.target
+    cold_env = dict(env)  # a cold start of this child attaches to the debugger by its sitecustomize
+    try:
+        debugger, debug_mode = _debugger_for(env)
+    except Exception:
+        os.write(settled, b"1")
+        exec_cold(argv, cold_env)
     shown = set_process_view(target.orig_argv, env, target.comm)
     try:
         os.chdir(cwd)
@@ -596,7 +603,7 @@ def become(preloader: Preloader, fds: list, settled: int, argv: list, env: dict,
         if not shown:
             sys.stderr.write("devbox: preload: cannot set the server's command line here; cold start\n")
             sys.stderr.flush()
-        exec_cold(argv, env)
+        exec_cold(argv, cold_env)
     try:
         os.environ.clear()
         os.environ.update(env)
@@ -604,12 +611,28 @@ def become(preloader: Preloader, fds: list, settled: int, argv: list, env: dict,
         gc.unfreeze()  # a cold server collects what its imports made; so must this one
         _python_view(preloader)
         _new_stdio()
+        if debugger is not None:
+            debugger.attach(debug_mode)
         _record_modules(preloader)
     except Exception as e:  # a bug of ours must not be the server's: run it cold, and say so
         os.write(2, b"devbox: preload: cannot set up the server (%s: %s); cold start\n"
                  % (type(e).__name__.encode(), str(e).encode(errors="replace")))
-        exec_cold(argv, env)
+        exec_cold(argv, cold_env)
     run_main(target)
+
+
+def _debugger_for(env: dict) -> tuple:
+    """(debugger.py, the mode) when this start attaches to the debugger (debugger.py is beside this
+    file), with the debugger's variables out of env as a cold start's sitecustomize takes them out;
+    (None, "") when it does not."""
+    if DEBUG_MODE not in env:
+        return None, ""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_devbox_debugger", os.path.join(os.path.dirname(_HERE), "debugger.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, module.take_environ(env)
 
 
 def _close_fds_from(low: int, keep: int) -> None:

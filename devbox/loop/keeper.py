@@ -56,6 +56,7 @@ class ContainerKeeper:
         for line in exposure_warnings(self.config):
             self.say(f"warning: {line}")
         prestarted = self.prestart is not None and self.prestart.started()
+        slot.open_debugger_port()
         self._check_ports(prestarted)
         if self.config.compose is not None:
             self._services_up()

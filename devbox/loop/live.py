@@ -42,6 +42,8 @@ class LiveConfig:
         loop = self.loop
         try:
             new = load(loop.config.file)
+            if loop.debugger_flag:
+                new = new.with_debugger()
         except ConfigError as e:
             for problem in e.problems:
                 loop.say(str(problem))

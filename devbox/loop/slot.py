@@ -9,10 +9,13 @@ from __future__ import annotations
 
 __all__ = ["ServerSlot"]
 
+import json
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..debugger import DebugSession, launch_configuration
+from ..debugrelay import DebugRelay
 from ..errors import ContainerError, ContainerGone, DevboxError, DockerUnavailable
 from ..lock import runtime_dir
 from ..logs import ServerLog
@@ -52,6 +55,8 @@ class ServerSlot:
         self.cold_check_code: int | None = None  # how the preloaded one exited
         self.reloader_looked = threading.Event()  # the first ready server's tree was looked at (once per `up`)
         self.said: set[str] = set()  # lines said once per `up` (a new launcher finds preloading off again)
+        self.debugger: DebugSession | None = None  # the container's debugger (`debugger:`)
+        self.relay: DebugRelay | None = None  # 127.0.0.1:debugger.port, for the whole `up`
 
     @property
     def config(self):
@@ -88,11 +93,55 @@ class ServerSlot:
             self.launcher = ExecLauncher(api, container_id, cfg.workdir)
         self.launcher.log = self.log.write
         self.launcher_for = (cfg.preload, command, cfg.project_dir)
+        self._new_debugger(container_id)
+
+    # -- the debugger ----------------------------------------------------------------------------
+
+    def open_debugger_port(self) -> None:
+        """Listen at 127.0.0.1:debugger.port (a port in use ends `up` here, before anything is built)."""
+        settings = self.config.debugger
+        if self.relay is not None and (settings is None or settings.port != self.relay.port):
+            self.relay.close()
+            self.relay = None
+        if settings is not None and self.relay is None:
+            self.relay = DebugRelay(settings.port, self.say, self.config.file.name)
+
+    def _new_debugger(self, container_id: str) -> None:
+        if self.debugger is not None:
+            self.debugger.close()
+            self.debugger = None
+        settings = self.config.debugger
+        if settings is None:
+            return
+        self.open_debugger_port()
+        self.debugger = DebugSession(self.loop.client.api, container_id, self.config.workdir, settings, self.say,
+                                     on_ready=self._debugger_ready)
+        assert self.launcher is not None
+        self.launcher.with_debugger = self.debugger.environment
+
+    def _debugger_ready(self, session: DebugSession) -> None:
+        if self.relay is None or session is not self.debugger:
+            return
+        self.relay.target = ("127.0.0.1", session.host_port)
+        cfg = self.config
+        shown = json.dumps(launch_configuration(self.relay.port, "${workspaceFolder}", cfg.container_path(cfg.project_dir) or cfg.workdir))
+        self.say_once(f"debugger: attach a client at 127.0.0.1:{self.relay.port}; VS Code: {shown}")
+
+    def close(self) -> None:
+        """This `up` ends: the debugger's port closes."""
+        if self.debugger is not None:
+            self.debugger.close()
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
 
     def let_go(self) -> None:
         """The container goes (replaced): its preloader with it, which is no reason to preload no more."""
         if self.launcher is not None:
             self.launcher.close()
+        if self.debugger is not None:
+            self.debugger.close()
+            self.debugger = None
 
     def invalidate_preload(self) -> None:
         """Setup or an exec rule ran: it may have installed packages the preloader imported."""
@@ -120,6 +169,8 @@ class ServerSlot:
         self.generation += 1
         self.log.marker(self.generation, reason)
         events = self.loop.events
+        if self.debugger is not None:
+            self.debugger.ready()  # a start attaches only to a listening debugger
         try:
             proc = self.launcher.start(command, self.config.server_env(), self.config.ready.log,
                                        on_exit=lambda p: events.put(Exited(p)))

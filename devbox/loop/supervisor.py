@@ -45,8 +45,9 @@ T = TypeVar("T")
 
 class Supervisor:
     def __init__(self, config: Config, client: docker.DockerClient, interrupts: Interrupts, recreate: bool = False,
-                 prestart: Prestart | None = None, build: bool = False):
+                 prestart: Prestart | None = None, build: bool = False, debugger: bool = False):
         self.config, self.client, self.interrupts = config, client, interrupts
+        self.debugger_flag = debugger  # `up --debugger`: on whatever a reloaded devbox.yaml says
         self.say = output.say
         self.events = EventQueue()  # put() from any thread or a signal handler; the loop sleeps on it
         self.trace = os.environ.get("DEVBOX_TRACE") == "1"  # time each phase of a restart
@@ -263,12 +264,14 @@ class Supervisor:
         if self.watcher is not None:
             self.watcher.stop()
         if self.slot.launcher is None:
+            self.slot.close()
             return
         try:
             self.slot.stop(hurry=self.hurried_since(mark, note_after=1.0))
         except DevboxError as e:
             self.say(str(e))
         self.slot.let_go()
+        self.slot.close()
         if self.stopped_by is StoppedBy.DOWN:
             return  # `devbox down` removes the container
         self.say("stopping container")
