@@ -198,12 +198,19 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .init import write_starter
+    from .config import CONFIG_NAME
+    from .init import write_starter, write_vscode_launch
 
+    if args.vscode and (Path.cwd() / CONFIG_NAME).exists() and not args.force and not args.template:
+        # a project already set up: only the launch configuration
+        say(write_vscode_launch(Path.cwd(), _config(args)))
+        return 0
     made_from, written, reasons = write_starter(Path.cwd(), args.template, args.force)
     for reason in reasons:
         say(f"found {reason}")
     say(f"wrote {', '.join(written)} from {made_from}")
+    if args.vscode:
+        say(write_vscode_launch(Path.cwd(), _config(args)))
     say("next: check devbox.yaml, then run `devbox up`")
     return 0
 
@@ -283,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--template", choices=TEMPLATES,
                       help="write a shipped template instead of reading the project")
     init.add_argument("--force", action="store_true", help="overwrite an existing devbox.yaml")
+    init.add_argument("--vscode", action="store_true",
+                      help="add the debugger's attach configuration to .vscode/launch.json (merged)")
     init.set_defaults(func=cmd_init)
     return parser
 

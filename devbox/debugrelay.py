@@ -39,6 +39,7 @@ class DebugRelay:
         self.closed = False
         self.lock = threading.Lock()
         self.open: set[socket.socket] = set()
+        self.sessions = 0  # DAP connections open now (a client, and each child session it opened)
         threading.Thread(target=self._accept, daemon=True, name="devbox-debug-relay").start()
 
     def _accept(self) -> None:
@@ -78,8 +79,11 @@ class DebugRelay:
                 server.close()
                 return
             self.open |= {client, server}
+            self.sessions += 1
         threading.Thread(target=self._pump, args=(server, client), daemon=True, name="devbox-debug-pump").start()
         self._pump(client, server)
+        with self.lock:
+            self.sessions -= 1
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:

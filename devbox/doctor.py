@@ -41,6 +41,7 @@ def _checks(config: Config) -> Iterator[Check]:
     yield from _watching(config)
     yield from _compose(config)
     yield from _ports(config, client)
+    yield from _debugger(config)
     from .exposure import exposure_warnings
 
     for line in exposure_warnings(config):
@@ -127,6 +128,22 @@ def _ports(config: Config, client) -> Iterator[Check]:
                                 f"`ports` in {config.file.name}")
         else:
             yield Check("ok", f"port {port.host_port}: free")
+
+
+def _debugger(config: Config) -> Iterator[Check]:
+    if config.debugger is None:
+        return
+    from .config import Port
+    from .control import request
+
+    port = config.debugger.port
+    if not taken_ports([Port("127.0.0.1", port, port)]):
+        yield Check("ok", f"debugger: port {port} is free: a client attaches at 127.0.0.1:{port} once `devbox up` runs")
+    elif request(config.name, "status", timeout=10) is not None:
+        yield Check("ok", f"debugger: `devbox up` listens at 127.0.0.1:{port}")
+    else:
+        yield Check("fail", f"debugger: port {port} is in use by another program: stop it, or set "
+                            f"`debugger: {{port: N}}` in {config.file.name}")
 
 
 def _image(config: Config, client) -> Iterator[Check]:

@@ -3,10 +3,11 @@ framework, Python version), or from a template shipped in the package (`--templa
 
 from __future__ import annotations
 
-__all__ = ["TEMPLATES", "write_starter", "render"]
+__all__ = ["TEMPLATES", "write_starter", "render", "write_vscode_launch"]
 
 import importlib.resources
 import json
+import re
 from pathlib import Path
 
 from .config import CONFIG_NAME, LOCAL_NAME, sanitise_name
@@ -103,3 +104,74 @@ def write_starter(folder: Path, template: str | None, force: bool) -> tuple[str,
             f.write(f"{prefix}{LOCAL_NAME}\n")
         written.append(".gitignore")
     return made_from, written, reasons
+
+
+def write_vscode_launch(folder: Path, config) -> str:
+    """Merge devbox's attach configuration into .vscode/launch.json (never clobbering the others: one of
+    the same name is replaced); what was done, in a few words."""
+    from .debugger import launch_configuration
+
+    settings = config.debugger
+    port = settings.port if settings is not None else 5678
+    remote = config.container_path(config.project_dir) or config.workdir
+    ours = launch_configuration(port, "${workspaceFolder}", remote)
+    target = folder / ".vscode" / "launch.json"
+    data: dict = {"version": "0.2.0", "configurations": []}
+    if target.exists():
+        try:
+            data = json.loads(_without_comments(target.read_text()))
+        except ValueError as e:
+            raise UsageError(f"{target}: not JSON that devbox can merge into ({e}): add this configuration "
+                             f"by hand: {json.dumps(ours)}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("configurations", []), list):
+            raise UsageError(f"{target}: `configurations` is not a list: add this configuration by hand: "
+                             f"{json.dumps(ours)}")
+    configurations = data.setdefault("configurations", [])
+    same = [c for c in configurations if isinstance(c, dict) and c.get("name") == ours["name"]]
+    where = f".vscode/launch.json (remoteRoot {remote}, port {port})"
+    if same == [ours]:
+        return f"\"{ours['name']}\" is already in {where}"
+    target.parent.mkdir(exist_ok=True)
+    text = target.read_text() if target.exists() else ""
+    opening = re.search(r'"configurations"\s*:\s*\[', text)
+    if not same and opening:  # inserted as text: the file's comments and layout stay
+        entry = json.dumps(ours, indent=4).replace("\n", "\n        ")
+        rest = text[opening.end():]
+        comma = "," if _without_comments(rest).lstrip()[:1] not in ("]", "") else ""
+        target.write_text(f"{text[:opening.end()]}\n        {entry}{comma}{rest}")
+        return f"added \"{ours['name']}\" to {where}"
+    data["configurations"] = [c for c in configurations if c not in same] + [ours]
+    target.write_text(json.dumps(data, indent=4) + "\n")
+    verb = "updated" if same else "added"
+    kept = "; its comments were not kept" if text and _without_comments(text) != text else ""
+    return f"{verb} \"{ours['name']}\" in {where}{kept}"
+
+
+def _without_comments(text: str) -> str:
+    """launch.json is JSON with comments (VS Code writes `//` ones) and trailing commas: drop both,
+    outside strings."""
+    out, i, in_string = [], 0, False
+    while i < len(text):
+        c = text[i]
+        if in_string:
+            out.append(c)
+            if c == "\\":
+                out.append(text[i + 1:i + 2])
+                i += 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+            out.append(c)
+        elif text.startswith("//", i):
+            i = text.find("\n", i)
+            i = len(text) if i < 0 else i
+            continue
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = len(text) if end < 0 else end + 2
+            continue
+        else:
+            out.append(c)
+        i += 1
+    return re.sub(r",(\s*[}\]])", r"\1", "".join(out))

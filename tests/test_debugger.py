@@ -51,8 +51,11 @@ def hit(project, client: dap.Client, expect: str, servers: int) -> dap.Stop:
     client.wait_configured(servers)
 
     def get() -> None:
-        with urllib.request.urlopen(f"http://127.0.0.1:{project.port}/hello/", timeout=60) as r:
-            answers.append(r.read().decode())
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{project.port}/hello/", timeout=60) as r:
+                answers.append(r.read().decode())
+        except OSError as e:  # the assertion below shows it
+            answers.append(repr(e))
 
     request = threading.Thread(target=get, daemon=True)
     request.start()
@@ -103,3 +106,154 @@ def test_one_attach_hits_breakpoints_in_every_server_after_every_save(project, p
     assert len(project.processes("devbox-debugger")) == 1 and len(project.processes("devbox-debug-adapter")) == 1
     assert "Traceback" not in run.output and run.count("devbox: debugger:") == 1, run.output  # the attach line
     assert run.interrupt() == 0
+
+
+def test_wait_true_holds_each_start_until_a_client_attaches(project, python_image, site_packages):
+    debug_port = django_project(project, site_packages)
+    project.write("devbox.yaml", (project.path / "devbox.yaml").read_text().replace(f"debugger: {{port: {debug_port}}}",
+                                                                       f"debugger: {{port: {debug_port}, wait: true}}"))
+    run = project.up(env=TRACE)
+    run.wait_for(r"devbox: debugger: waiting for a debug client to attach", timeout=60)
+    assert http_get(project.port, "/hello/", timeout=1) is None  # it waits before its main runs: not serving
+    assert run.count(r"ready in") == 0 and run.count(r"not ready after") == 0
+    client = client_for(project, debug_port)
+    try:
+        client.attach()
+        run.wait_for(r"ready in [\d.]+s \(start\)", timeout=30)  # timed from the start, the wait included
+        hit(project, client, "hello v1", servers=1)
+    finally:
+        client.close()
+    # the client went: the next start waits again
+    project.write("mysite/value.py", value_module("v2"))
+    run.wait_for(r"devbox: debugger: waiting for a debug client to attach", count=2, timeout=30)
+    assert run.count(r"ready in") == 1
+    assert run.interrupt() == 0
+
+
+def test_a_lost_adapter_is_started_again_and_a_new_attach_works(project, python_image, site_packages):
+    debug_port = django_project(project, site_packages)
+    run = project.up(env=TRACE)
+    run.wait_for(r"ready in [\d.]+s \(start\)", timeout=60)
+    # debugpy's adapter exits when one of its handlers fails: here it is killed
+    project.container().exec_run(["python3", "-c", KILL_ADAPTER])
+    run.wait_for(r"devbox: debugger: the debug adapter exited; starting it again", timeout=10)
+    wait_until(lambda: len(project.processes("devbox-debug-adapter")) == 1, 20, "a new adapter")
+    assert len(project.processes("devbox-debugger")) == 1  # the old hub is gone
+    project.write("mysite/value.py", value_module("v2"))  # a server that attaches to the new adapter
+    run.wait_for(r"ready in [\d.]+s \(mysite/value.py changed\)", timeout=30)
+    client = client_for(project, debug_port)
+    try:
+        client.attach()
+        hit(project, client, "hello v2", servers=1)
+    finally:
+        client.close()
+    assert run.interrupt() == 0
+
+
+KILL_ADAPTER = """
+import os, signal
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            if open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"devbox-debug-adapter"):
+                os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+"""
+
+
+def test_a_taken_port_and_a_client_of_another_protocol_get_one_line_each(project, python_image, site_packages):
+    debug_port = django_project(project, site_packages)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", debug_port))
+        holder.listen(1)
+        taken = project.run("up", timeout=60)
+        doctor = project.run("doctor", timeout=60)
+    assert f"debugger: port {debug_port} is in use by another program" in doctor.stderr, doctor.stderr
+    assert taken.returncode == 1, taken.stderr
+    assert taken.stderr.strip().splitlines() == [
+        f"devbox: debugger: port {debug_port} is already in use on this machine: stop what uses it, or set "
+        "`debugger: {port: N}` in devbox.yaml"], taken.stderr
+    assert project.container() is None  # nothing was made
+
+    run = project.up()
+    run.wait_for(r"debugger: attach a client", timeout=60)
+    run.wait_for(r"ready in", timeout=60)
+    doctor = project.run("doctor", timeout=60)
+    assert f"debugger: `devbox up` listens at 127.0.0.1:{debug_port}" in doctor.stderr, doctor.stderr
+    with socket.create_connection(("127.0.0.1", debug_port)) as browser:
+        browser.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        try:
+            answer = browser.recv(100)
+        except ConnectionResetError:  # closed with its request unread
+            answer = b""
+        assert answer == b""  # no answer: closed
+    line = run.wait_for(r"does not speak the Debug Adapter Protocol")
+    assert line == (f"devbox: debugger: a client at 127.0.0.1:{debug_port} does not speak the Debug Adapter Protocol "
+                    "(it sent 'GET / HTTP/1.1'): attach with a DAP client, such as VS Code's Python debugger")
+    client = client_for(project, debug_port)  # the adapter never saw it: a real client attaches as before
+    try:
+        client.attach()
+        hit(project, client, "hello v1", servers=1)
+    finally:
+        client.close()
+    assert run.interrupt() == 0
+
+
+LAUNCH_WITH_COMMENTS = """\
+{
+    // the team's own
+    "version": "0.2.0",
+    "configurations": [
+        {"name": "Python: Current File", "type": "debugpy", "request": "launch", "program": "${file}"},
+    ]
+}
+"""
+
+
+def test_init_vscode_merges_the_attach_configuration_and_keeps_the_file(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (tmp_path / "devbox.yaml").write_text("name: vs\nimage: x\ncommand: python3 app.py\nworkdir: /srv\n"
+                                          "debugger: {port: 5700}\n")
+    launch = tmp_path / ".vscode" / "launch.json"
+    launch.parent.mkdir()
+    launch.write_text(LAUNCH_WITH_COMMENTS)
+
+    def init() -> str:
+        done = subprocess.run([sys.executable, "-m", "devbox", "init", "--vscode"], cwd=tmp_path, capture_output=True,
+                              text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        assert done.returncode == 0, done.stderr
+        return done.stderr.strip()
+
+    assert init() == 'devbox: added "devbox: attach" to .vscode/launch.json (remoteRoot /srv, port 5700)'
+    text = launch.read_text()
+    assert "// the team's own" in text and "Python: Current File" in text  # never clobbered
+    from devbox.init import _without_comments
+
+    configurations = json.loads(_without_comments(text))["configurations"]
+    assert configurations[0] == {"name": "devbox: attach", "type": "debugpy", "request": "attach",
+                                 "connect": {"host": "127.0.0.1", "port": 5700},
+                                 "pathMappings": [{"localRoot": "${workspaceFolder}", "remoteRoot": "/srv"}]}
+    assert len(configurations) == 2
+    assert init() == 'devbox: "devbox: attach" is already in .vscode/launch.json (remoteRoot /srv, port 5700)'
+    assert launch.read_text() == text
+
+
+def test_debugger_config_and_its_errors(tmp_path):
+    from devbox.config import Debugger, load
+    from devbox.errors import ConfigError
+
+    base = "name: d\nimage: x\ncommand: python3 app.py\n"
+    cases = {"": None, "debugger: false\n": None, "debugger: true\n": Debugger(5678, False),
+             "debugger: {port: 5679, wait: true}\n": Debugger(5679, True)}
+    for text, expected in cases.items():
+        (tmp_path / "devbox.yaml").write_text(base + text)
+        assert load(tmp_path / "devbox.yaml").debugger == expected, text
+    (tmp_path / "devbox.yaml").write_text(base + "debugger: {port: 70000}\n")
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path / "devbox.yaml")
+    assert "debugger.port" in str(e.value.problems[0]), e.value.problems

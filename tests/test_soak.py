@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -28,5 +29,5 @@ def test_a_storm_of_saves_ends_serving_the_last_one_with_one_preloaded_server(cl
     # 120 saves 10-100 ms apart: stops land at every point of a preloaded start (before the client has
     # its pid, while the child sets itself up, while the preloader reaps); bench/soak.py --storm runs 300 x 5
     result = soak.storm(120, seed)
-    assert result["ok"], result
+    assert result["ok"], json.dumps(result, indent=1)  # a string: shown whole
     assert result["preloaded_starts"] > 10, result

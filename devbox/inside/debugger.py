@@ -31,6 +31,7 @@ import sys
 
 STATE_DIR = os.path.dirname(os.path.abspath(__file__))
 RECORD = os.path.join(STATE_DIR, "debugger.json")
+CLIENT_MARK = os.path.join(STATE_DIR, "debugger.client")  # there while a client is attached
 SITE_DIR = os.path.join(STATE_DIR, "debug-site")
 MODE_VAR = "DEVBOX_DEBUGGER"  # attach | wait: the server attaches (set by devbox for the start)
 PATH_VAR = "DEVBOX_PYTHONPATH"  # PYTHONPATH as it was before SITE_DIR went in front ("-" for unset)
@@ -91,22 +92,30 @@ def hub(root: str, port: int) -> None:
         json.dump(record, f)
     os.replace(temporary, RECORD)
     say("ready", "%d %s" % (adapter or 0, debugpy.__version__))
-    _serve(adapter)
+    _serve(adapter, pydevd)
 
 
-def _serve(adapter: int) -> None:
-    """Live until devbox lets go (stdin closes) or the adapter dies."""
+def _serve(adapter: int, pydevd) -> None:
+    """Live until devbox lets go (stdin closes) or the adapter dies. Meanwhile CLIENT_MARK says whether
+    a client is attached (a start with `wait: true` waits for it)."""
     import select
     import signal
 
+    attached = False
     while True:
-        readable, _, _ = select.select([sys.stdin], [], [], 0.5)
+        readable, _, _ = select.select([sys.stdin], [], [], 0.05)
         if readable and not os.read(sys.stdin.fileno(), 4096):
             break
         if adapter and not _alive(adapter):
             say("lost", "the debug adapter exited")
             _drop_record()
             os._exit(1)
+        if pydevd._is_attached() != attached:
+            attached = not attached
+            if attached:
+                open(CLIENT_MARK, "w").close()
+            else:
+                _unlink(CLIENT_MARK)
     _drop_record()
     if adapter:
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -145,8 +154,13 @@ def _alive(pid: int) -> bool:
 
 
 def _drop_record() -> None:
+    _unlink(RECORD)
+    _unlink(CLIENT_MARK)
+
+
+def _unlink(path: str) -> None:
     try:
-        os.unlink(RECORD)
+        os.unlink(path)
     except OSError:
         pass
 
@@ -185,6 +199,8 @@ def attach(mode: str) -> None:
     except (OSError, ValueError):
         _warn("the debugger is not running; serving without it")
         return
+    if mode == "wait" and not os.path.exists(CLIENT_MARK):
+        _wait_for_client()
     try:
         pydevd = _import_pydevd(record["root"])
         _quick_network(pydevd)
@@ -193,9 +209,6 @@ def attach(mode: str) -> None:
                         notify_stdin=False)
     except Exception as e:
         _warn("cannot attach to the debugger (%s: %s); serving without it" % (type(e).__name__, e))
-        return
-    if mode == "wait":
-        _wait_for_client(pydevd)
 
 
 def _import_pydevd(root: str):
@@ -245,14 +258,15 @@ def _quick_network(pydevd) -> None:
     pydevd.time = _Time()
 
 
-def _wait_for_client(pydevd) -> None:
-    """`wait: true`: hold this start until a client has configured its session (breakpoints set)."""
+def _wait_for_client() -> None:
+    """`wait: true`: this start runs once a client is attached (the adapter then has it open this
+    server's session, breakpoints set, before the server goes on). Waits for the user: no bound but
+    the stop that ends this start."""
     import time
 
-    debugger = pydevd.get_global_debugger()
-    _warn("waiting for a debug client to attach")
-    while debugger is not None and not debugger.is_attached():
-        time.sleep(0.01)
+    _warn("waiting for a debug client to attach (debugger.wait)")
+    while not os.path.exists(CLIENT_MARK):
+        time.sleep(0.02)
 
 
 def _no_delay_everywhere() -> None:

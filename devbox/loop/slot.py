@@ -200,6 +200,8 @@ class ServerSlot:
     # -- ready -----------------------------------------------------------------------------------
 
     def probe(self, proc: ServerProcess) -> None:
+        if self.config.debugger is not None and self.config.debugger.wait:
+            self._wait_for_debug_client(proc)
         started = time.monotonic()
         error = ""
         try:
@@ -213,6 +215,12 @@ class ServerSlot:
         # "started in" is the time to the start itself, not to the end of the wait that it did not fail
         at = started if outcome is ProbeOutcome.NO_CHECK else time.monotonic()
         self.loop.events.put(Probed(proc, outcome, at, error))
+
+    def _wait_for_debug_client(self, proc: ServerProcess) -> None:
+        """`debugger: {wait: true}`: the server waits for a client; so does its ready probe, or it would time
+        out while the user attaches. A wait on the user: it ends with the start (a save, a stop)."""
+        while self.relay is not None and not self.relay.sessions and proc is self.current and not proc.exited.is_set():
+            time.sleep(0.05)
 
     def on_probed(self, event: Probed) -> None:
         took = event.at - self.seen
