@@ -31,6 +31,8 @@ import images  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 TEST_PREFIX = "dbt-"
+# this run's projects: the end-of-run sweep removes only these, never those of a run beside it
+SESSION_PREFIX = TEST_PREFIX + uuid.uuid4().hex[:4]
 
 
 def pytest_collection_modifyitems(items) -> None:
@@ -147,7 +149,7 @@ class Project:
 
     def __init__(self, path: Path, client: docker.DockerClient):
         self.path, self.client = path, client
-        self.name = TEST_PREFIX + uuid.uuid4().hex[:8]
+        self.name = SESSION_PREFIX + uuid.uuid4().hex[:8]
         self.port = free_port()
         self.runs: list[DevboxRun] = []
 
@@ -247,7 +249,7 @@ def client() -> docker.DockerClient:
     yield c
     # a sweep for anything a crashed test left behind
     for container in c.containers.list(all=True, filters={"label": "devbox.project"}):
-        if container.labels.get("devbox.project", "").startswith(TEST_PREFIX):
+        if container.labels.get("devbox.project", "").startswith(SESSION_PREFIX):
             container.remove(force=True)
 
 

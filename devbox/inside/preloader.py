@@ -347,6 +347,7 @@ class Preloader:
         """Import the recorded modules not imported yet; the number imported."""
         import importlib
 
+        self.preload_debugger()
         try:
             st = os.stat(self.modules_file)
         except OSError:
@@ -390,6 +391,34 @@ class Preloader:
             if path and path not in self.files:
                 self.files[path] = _stamp(path)
         return count
+
+    def preload_debugger(self) -> None:
+        """With devbox's debugger on (its hub's record is there), every child attaches to it: import
+        debugpy once here (a tenth of a second) rather than in each child."""
+        record = os.path.join(os.path.dirname(self.sock_path), "debugger.json")
+        if "pydevd" in sys.modules or "pydevd" in self.failed or not os.path.exists(record) or self._skipped("pydevd"):
+            return
+        threads, fds = _threads(), _fds()
+        try:
+            import json
+
+            with open(record) as f:
+                root = json.load(f)["root"]
+            _load_sibling("debugger")._import_pydevd(root)
+        except Exception:  # the child imports it then (and says so if it cannot)
+            self.failed.add("pydevd")
+            return
+        if _threads() > threads or _fds() - fds:  # not safe to fork from: the children import it themselves
+            with open(self.skip_file, "a") as f:
+                f.write("pydevd\n")
+            raise Retire("debugpy started a thread or kept a file open at import")
+
+    def _skipped(self, name: str) -> bool:
+        try:
+            with open(self.skip_file) as f:
+                return name in {n.strip() for n in f}
+        except OSError:
+            return False
 
     def changed_file(self) -> str:
         for path, stamp in self.files.items():
@@ -627,12 +656,18 @@ def _debugger_for(env: dict) -> tuple:
     (None, "") when it does not."""
     if DEBUG_MODE not in env:
         return None, ""
+    module = _load_sibling("debugger")
+    return module, module.take_environ(env)
+
+
+def _load_sibling(name: str):
+    """NAME.py beside this file, as a module of devbox's own name (never one the server could import)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("_devbox_debugger", os.path.join(os.path.dirname(_HERE), "debugger.py"))
+    spec = importlib.util.spec_from_file_location("_devbox_" + name, os.path.join(os.path.dirname(_HERE), name + ".py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module, module.take_environ(env)
+    return module
 
 
 def _close_fds_from(low: int, keep: int) -> None:
