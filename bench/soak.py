@@ -197,7 +197,11 @@ def storm(saves: int, seed: int, label_prefix: str = "dbt-") -> dict:
             time.sleep(0.05)
         for i in range(1, saves + 1):
             time.sleep(rng.uniform(0.010, 0.100))
-            (folder / "value.py").write_text(f"VALUE = 'v{i}'\n")
+            # whole, as an editor that saves safely writes it: a server that starts while a file is being
+            # rewritten in place reads it half-written (and fails, until the next save), which is not what
+            # this measures
+            (folder / "value.py.tmp").write_text(f"VALUE = 'v{i}'\n")
+            os.replace(folder / "value.py.tmp", folder / "value.py")
         last = f"v{saves}"
         deadline = time.monotonic() + 30
         while (served := _page(port)) != last and time.monotonic() < deadline:

@@ -264,6 +264,11 @@ def python_image(client) -> str:
 
 
 @pytest.fixture(scope="session")
+def old_python_image(client) -> str:
+    return images.build_old_python()
+
+
+@pytest.fixture(scope="session")
 def redis_image(client) -> str:
     return images.build_redis()
 

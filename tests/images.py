@@ -3,6 +3,7 @@
 - busybox: FROM scratch + Debian's static busybox (sh, httpd, kill, sleep) + /tmp.
 - python: `debootstrap --variant=minbase --include=python3 bookworm`, imported with `docker import`.
 - postgres: Debian's postgresql on the same base, with an entrypoint like the official image's.
+- old python: bullseye's python3-minimal (Python 3.9, older than debugpy supports).
 - frameworks: Django, Flask, FastAPI and psycopg2 installed on the host with `pip install --target`, mounted read-only
   into the python image and found through PYTHONPATH.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 
 BUSYBOX_IMAGE = "devbox-test/busybox:1"
 PYTHON_IMAGE = "devbox-test/python:bookworm"
+OLD_PYTHON_IMAGE = "devbox-test/python:bullseye"
 REDIS_IMAGE = "devbox-test/redis:bookworm"
 POSTGRES_IMAGE = "devbox-test/postgres:bookworm"
 FRAMEWORKS = ("django==5.2.*", "flask==3.1.*", "fastapi==0.115.*", "uvicorn==0.32.*", "psycopg2-binary==2.9.*")
@@ -55,14 +57,14 @@ def _build(tag: str, files: dict[str, bytes], dockerfile: str) -> str:
     return tag
 
 
-def _debootstrap_image(tag: str, packages: str) -> str:
-    """A Debian bookworm image with `packages`, made by debootstrap and `docker import` (no registry)."""
+def _debootstrap_image(tag: str, packages: str, release: str = "bookworm") -> str:
+    """A Debian image with `packages`, made by debootstrap and `docker import` (no registry)."""
     if _have_image(tag):
         return tag
     if shutil.which("debootstrap") is None:
         raise RuntimeError("debootstrap is missing: apt-get install debootstrap")
     with tempfile.TemporaryDirectory(dir=CACHE.parent if CACHE.parent.exists() else None) as root:
-        subprocess.run(["debootstrap", "--variant=minbase", f"--include={packages}", "bookworm", root,
+        subprocess.run(["debootstrap", "--variant=minbase", f"--include={packages}", release, root,
                         "http://deb.debian.org/debian"], check=True, stdout=subprocess.DEVNULL)
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
         subprocess.run(["docker", "import", "-", tag], stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL)
@@ -72,6 +74,11 @@ def _debootstrap_image(tag: str, packages: str) -> str:
 
 def build_python() -> str:
     return _debootstrap_image(PYTHON_IMAGE, "python3")
+
+
+def build_old_python() -> str:
+    """Debian bullseye's Python 3.9: older than debugpy supports."""
+    return _debootstrap_image(OLD_PYTHON_IMAGE, "python3-minimal", release="bullseye")
 
 
 def build_redis() -> str:
@@ -139,3 +146,4 @@ if __name__ == "__main__":
     print("python image:", build_python(), flush=True)
     print("redis image:", build_redis(), flush=True)
     print("postgres image:", build_postgres(), flush=True)
+    print("old python image:", build_old_python(), flush=True)

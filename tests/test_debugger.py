@@ -257,3 +257,19 @@ def test_debugger_config_and_its_errors(tmp_path):
     with pytest.raises(ConfigError) as e:
         load(tmp_path / "devbox.yaml")
     assert "debugger.port" in str(e.value.problems[0]), e.value.problems
+
+
+def test_a_python_too_old_for_debugpy_ends_up_with_one_line(project, old_python_image):
+    project.config(f"""\
+        name: {{name}}
+        image: {old_python_image}
+        ports: ["{{port}}:8000"]
+        command: python3 -m http.server 8000
+        debugger: {{{{port: {free_port()}}}}}
+        """)
+    run = project.up()
+    assert run.wait(60) == 1, run.output
+    errors = [line for line in run.lines if "debugger" in line]
+    assert errors == ["devbox: debugger: the image's Python 3.9 is older than debugpy supports: use an image with "
+                      "Python 3.10 or newer, or turn `debugger` off"], run.output
+    assert "Traceback" not in run.output

@@ -23,11 +23,11 @@ Why not debugpy's own `--connect` or debugpy.connect(): the adapter that debugpy
 every server for its access token, which neither can pass; pydevd.settrace can, with the parent pid.
 """
 
-import importlib
-import json
 import os
-import socket
 import sys
+
+# Only os and sys at the top: the hub says a Python is too old before anything else could fail to
+# import (Debian's python3-minimal has no json); the rest is imported where it is used.
 
 STATE_DIR = os.path.dirname(os.path.abspath(__file__))
 RECORD = os.path.join(STATE_DIR, "debugger.json")
@@ -86,6 +86,8 @@ def hub(root: str, port: int) -> None:
     token = setup["access-token"]
     adapter = _find_adapter()
     record = {"pid": os.getpid(), "host": setup["client"], "port": setup["port"], "token": token, "root": root}
+    import json
+
     temporary = RECORD + ".%d" % os.getpid()
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -176,6 +178,8 @@ def on_site() -> None:
     if SITE_DIR in sys.path:
         sys.path.remove(SITE_DIR)
     mine = sys.modules.pop("sitecustomize", None)
+    import importlib
+
     try:
         importlib.import_module("sitecustomize")  # the image's, as site.py would have run it
     except ImportError as e:
@@ -193,6 +197,8 @@ def on_site() -> None:
 
 def attach(mode: str) -> None:
     """Connect this server to the adapter as a child session of the hub; never the server's problem."""
+    import json
+
     try:
         with open(RECORD) as f:
             record = json.load(f)
@@ -213,6 +219,8 @@ def attach(mode: str) -> None:
 
 def _import_pydevd(root: str):
     """debugpy's pydevd, configured as debugpy configures it (the DAP protocol, debugpy's mode)."""
+    import importlib
+
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # Python 3.11's frozen-modules warning
     if not _speedups(root):  # pydevd would say it runs without them on every start
         os.environ.setdefault("PYDEVD_USE_CYTHON", "NO")
@@ -236,6 +244,8 @@ def _speedups(root: str) -> bool:
 def _quick_network(pydevd) -> None:
     """pydevd sleeps 0.1 s after starting its threads (a wait nothing needs: its reader and writer queue
     what comes before they run), and its socket waits for ACKs (Nagle): both cost every start."""
+    import socket
+
     original_connect = pydevd.start_client
 
     def start_client(host, port):
@@ -271,6 +281,8 @@ def _wait_for_client() -> None:
 
 def _no_delay_everywhere() -> None:
     """In the adapter's own process: every TCP socket it makes or accepts sends at once."""
+    import socket
+
     original_accept, original_connect = socket.socket.accept, socket.socket.connect
 
     def nodelay(sock):

@@ -73,7 +73,9 @@ def client(sock_path: str) -> None:
         conn.sendmsg([_HEADER.pack(len(payload)), payload],
                       [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("3i", 0, 1, 2))])
         rename("devbox-preload-client", "devbox-client")  # while the preloader forks: off the critical path
-        answer = _read_line(conn)
+        # buffered: "pid N" and "exit N" may come in one read (a stop right after the start)
+        lines = conn.makefile("rb")
+        answer = _read_line(lines)
     except OSError as e:
         answer = "cold no preloader (%s)" % (e.strerror or e)
     if not answer.startswith("pid "):
@@ -83,7 +85,7 @@ def client(sock_path: str) -> None:
         sys.stderr.flush()
         exec_cold(argv, env)
     child = int(answer.split()[1])
-    status = _read_line(conn)  # "exit N"; blocks until the child has gone
+    status = _read_line(lines)  # "exit N"; blocks until the child has gone
     if not status.startswith("exit "):  # the preloader died: the child must not outlive this start
         _killpg(child, signal.SIGKILL)
         sys.stderr.write("devbox: the preloader went away; the server was ended\n")
@@ -101,19 +103,12 @@ def _absorb(signum, frame) -> None:
     pass
 
 
-def _read_line(conn: socket.socket) -> str:
-    data = b""
-    while not data.endswith(b"\n"):
-        try:
-            chunk = conn.recv(256)
-        except InterruptedError:
-            continue
-        except OSError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data.decode().strip()
+def _read_line(lines) -> str:
+    """One line from the preloader ("" once it has gone)."""
+    try:
+        return lines.readline().decode().strip()
+    except (OSError, ValueError):
+        return ""
 
 
 def exec_cold(argv: list, env: dict) -> None:
