@@ -25,8 +25,8 @@ import uuid
 from typing import Callable
 
 from docker import APIClient
-from docker.utils.socket import frames_iter
 
+from . import output
 from .config import Debugger
 from .errors import DevboxError, docker_error
 from .inside import STATE_DIR, PRELOADER_FILE, read
@@ -181,28 +181,19 @@ class DebugSession:
 
     def _read(self, sock) -> None:
         errors: collections.deque[str] = collections.deque(maxlen=3)
-        partial = {1: b"", 2: b""}
         ended = ""
-        try:
-            for stream, data in frames_iter(sock, tty=False):
-                if stream not in partial:
-                    continue
-                partial[stream] += data
-                *lines, partial[stream] = partial[stream].split(b"\n")
-                for line in lines:
-                    text = line.decode("utf-8", "replace").strip()
-                    if stream == 2:
-                        if text:
-                            errors.append(text)
-                    elif text.startswith("devbox-debugger: "):
-                        kind, _, rest = text.removeprefix("devbox-debugger: ").partition(" ")
-                        if kind == "ready":
-                            self.listening.set()
-                            self.on_ready(self)
-                        elif kind in ("off", "lost"):
-                            ended = f"{kind} {rest}"
-        except Exception:  # the connection dropped: the container or the engine went away
-            pass
+        for stream, line in output.exec_lines(sock):
+            text = line.strip()
+            if stream == 2:
+                if text:
+                    errors.append(text)
+            elif text.startswith("devbox-debugger: "):
+                kind, _, rest = text.removeprefix("devbox-debugger: ").partition(" ")
+                if kind == "ready":
+                    self.listening.set()
+                    self.on_ready(self)
+                elif kind in ("off", "lost"):
+                    ended = f"{kind} {rest}"
         self.listening.clear()
         with self.lock:
             if self.closed or sock is not self.sock:

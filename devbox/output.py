@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 import time
+from typing import Iterator
 
 MAX_LINE = 4096  # bytes of one line kept for the tail and the ready pattern
 BACKLOG = 1 << 20  # bytes queued for a slow reader before the server's output waits
@@ -183,3 +184,18 @@ class Lines:
         self._partial = bytearray()
         self._dropped = 0
         return text
+
+
+def exec_lines(sock) -> "Iterator[tuple[int, str]]":
+    """(stream, line) from a hijacked exec socket (1 stdout, 2 stderr), until it closes or drops; a
+    last line without a newline is not given (the helpers devbox runs end theirs)."""
+    from docker.utils.socket import frames_iter
+
+    lines = {1: Lines(), 2: Lines()}
+    try:
+        for stream, data in frames_iter(sock, tty=False):
+            if stream in lines:
+                for line in lines[stream].feed(data):
+                    yield stream, line
+    except Exception:  # the connection dropped: the container or the engine went away
+        return

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Callable
 
 from docker import APIClient
-from docker.utils.socket import frames_iter
 
 from . import output
 from .lock import write_private
@@ -135,21 +134,11 @@ class PreloaderHandle:
         threading.Thread(target=self._read, daemon=True, name="devbox-preloader").start()
 
     def _read(self) -> None:
-        partial = {1: b"", 2: b""}
-        try:
-            for stream, data in frames_iter(self.sock, tty=False):
-                if stream not in partial:
-                    continue
-                partial[stream] += data
-                *lines, partial[stream] = partial[stream].split(b"\n")
-                for line in lines:
-                    text = line.decode("utf-8", "replace").rstrip()
-                    if stream == 1:
-                        self._take(text)
-                    elif text.strip():
-                        self.errors.append(text.strip())  # an import's warnings, or why it failed
-        except Exception:  # the connection dropped: the container or the engine went away
-            pass
+        for stream, text in output.exec_lines(self.sock):
+            if stream == 1:
+                self._take(text.rstrip())
+            elif text.strip():
+                self.errors.append(text.strip())  # an import's warnings, or why it failed
         if self.end is None:  # it said nothing: maybe it went with its container
             last = f": {self.errors[-1]}" if self.errors else ""
             self.end = PreloaderEnd(PreloaderEnd.DROPPED, f"the preloader exited{last}")

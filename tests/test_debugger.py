@@ -39,9 +39,11 @@ def django_project(project, site_packages, preload: str = "auto") -> int:
     return debug_port
 
 
-def client_for(project, debug_port: int) -> dap.Client:
+def client_for(project, debug_port: int, start_debugging: bool = True) -> dap.Client:
+    """`start_debugging`: the client takes child sessions as VS Code does (the startDebugging request);
+    without it, as older clients do (debugpy's debugpyAttach event)."""
     return dap.Client("127.0.0.1", debug_port, [{"localRoot": str(project.path), "remoteRoot": "/app"}],
-                      {str(project.path / "mysite" / "views.py"): [BREAK_LINE]})
+                      {str(project.path / "mysite" / "views.py"): [BREAK_LINE]}, start_debugging)
 
 
 def hit(project, client: dap.Client, expect: str, servers: int) -> dap.Stop:
@@ -67,6 +69,16 @@ def hit(project, client: dap.Client, expect: str, servers: int) -> dap.Stop:
     return stop
 
 
+def attach_and_hit(project, debug_port: int, expect: str) -> None:
+    """A new client attaches to the server that runs, and its breakpoint is hit."""
+    client = client_for(project, debug_port)
+    try:
+        client.attach()
+        hit(project, client, expect, servers=1)
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("preload", ["auto", "false"])
 def test_one_attach_hits_breakpoints_in_every_server_after_every_save(project, python_image, site_packages, preload):
     debug_port = django_project(project, site_packages, preload)
@@ -81,7 +93,7 @@ def test_one_attach_hits_breakpoints_in_every_server_after_every_save(project, p
     project.write("mysite/value.py", value_module("v2"))
     wait_http(project.port, "hello v2", "/hello/")
 
-    client = client_for(project, debug_port)
+    client = client_for(project, debug_port, start_debugging=preload == "auto")  # both ways of child sessions
     try:
         client.attach()
         stop = hit(project, client, "hello v2", servers=1)  # the server started before the attach
@@ -141,12 +153,7 @@ def test_a_lost_adapter_is_started_again_and_a_new_attach_works(project, python_
     assert len(project.processes("devbox-debugger")) == 1  # the old hub is gone
     project.write("mysite/value.py", value_module("v2"))  # a server that attaches to the new adapter
     run.wait_for(r"ready in [\d.]+s \(mysite/value.py changed\)", timeout=30)
-    client = client_for(project, debug_port)
-    try:
-        client.attach()
-        hit(project, client, "hello v2", servers=1)
-    finally:
-        client.close()
+    attach_and_hit(project, debug_port, "hello v2")
     assert run.interrupt() == 0
 
 
@@ -191,12 +198,7 @@ def test_a_taken_port_and_a_client_of_another_protocol_get_one_line_each(project
     line = run.wait_for(r"does not speak the Debug Adapter Protocol")
     assert line == (f"devbox: debugger: a client at 127.0.0.1:{debug_port} does not speak the Debug Adapter Protocol "
                     "(it sent 'GET / HTTP/1.1'): attach with a DAP client, such as VS Code's Python debugger")
-    client = client_for(project, debug_port)  # the adapter never saw it: a real client attaches as before
-    try:
-        client.attach()
-        hit(project, client, "hello v1", servers=1)
-    finally:
-        client.close()
+    attach_and_hit(project, debug_port, "hello v1")  # the adapter never saw it: a real client attaches as before
     assert run.interrupt() == 0
 
 
