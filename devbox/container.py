@@ -215,8 +215,10 @@ class Box:
                 raise docker_error(e, f"cannot create volume {volume_name}") from e
             mounts.append(DockerMount(volume.target, volume_name, type="volume"))
         ports: dict[str, list[tuple[str, int]]] = {}
-        for p in cfg.ports:
-            ports.setdefault(f"{p.container_port}/{p.protocol}", []).append((p.host_ip, p.host_port))
+        for i, p in enumerate(cfg.ports):
+            # with `browser:` devbox's front has the first port; the server is on a loopback port of its own
+            host = ("127.0.0.1", None) if i == 0 and cfg.browser is not None else (p.host_ip, p.host_port)
+            ports.setdefault(f"{p.container_port}/{p.protocol}", []).append(host)
         if cfg.debugger is not None:  # the adapter, on a loopback port the engine picks (DebugRelay forwards)
             ports.setdefault(f"{DEBUG_PORT}/tcp", []).append(("127.0.0.1", None))
         for m in cfg.mounts:

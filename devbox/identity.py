@@ -23,7 +23,8 @@ def container_spec(config: Config) -> dict[str, Any]:
         "mounts": [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in config.mounts],
         "volumes": [f"{v.name}:{v.target}" for v in config.volumes],
         "ports": [str(p) for p in config.ports],
-    } | ({"debugger": True} if config.debugger is not None else {})  # its port is published: only when on
+    } | ({"debugger": True} if config.debugger is not None else {}) \
+      | ({"browser": True} if config.browser is not None and config.ports else {})  # ports published otherwise
 
 
 def container_hash(config: Config, image_id: str = "", network: str = "") -> str:

@@ -66,7 +66,8 @@ def _accepts(address: tuple[str, int]) -> bool:
         return False
 
 
-def _check_for(config: Config, proc: ServerProcess, direct_ip: str | None = None) -> Callable[[], bool] | None:
+def _check_for(config: Config, proc: ServerProcess, direct_ip: str | None = None,
+               published: tuple[str, int] | None = None) -> Callable[[], bool] | None:
     """The probe the config asks for; by default a TCP connect to the first published port (or, with
     `direct_ip`, to the container's own port)."""
     ready = config.ready
@@ -75,12 +76,13 @@ def _check_for(config: Config, proc: ServerProcess, direct_ip: str | None = None
     port = _published(config, ready.tcp)
     if port is None:
         return None
+    on_host = published if published is not None and port == config.ports[0] else probe_address(port)
     if ready.http is not None and ready.tcp is None:
-        address = (direct_ip, port.container_port) if direct_ip else probe_address(port)
+        address = (direct_ip, port.container_port) if direct_ip else on_host
         return partial(_http_answers, address, ready.http)
     if direct_ip:
         return partial(_accepts, (direct_ip, port.container_port))
-    return partial(listening, probe_address(port))
+    return partial(listening, on_host)
 
 
 class ProbeOutcome(enum.Enum):
@@ -100,13 +102,14 @@ QUIET_SHARE = 0.6  # of the last start's time: no probing before it, so probes d
 
 
 def wait_ready(config: Config, proc: ServerProcess, cancelled: Callable[[], bool], expected: float = 0.0,
-               direct_ip: str | None = None) -> ProbeOutcome:
+               direct_ip: str | None = None, published: tuple[str, int] | None = None) -> ProbeOutcome:
     """Block until the server is ready, has exited, is replaced, or `ready.timeout` passed.
 
     `expected`: how long the last start took. Each probe of a published port goes through Docker's
     userland proxy, which competes for the CPU with the starting server; so probing waits for
-    QUIET_SHARE of that time first (log probes cost nothing and start at once)."""
-    check = _check_for(config, proc, direct_ip)
+    QUIET_SHARE of that time first (log probes cost nothing and start at once). `published`: where
+    the first port really is on this machine, when devbox's browser front has the configured one."""
+    check = _check_for(config, proc, direct_ip, published)
     if check is None:
         proc.exited.wait(NO_CHECK_GRACE)  # a start that fails at once (exit 126, 127) did not "start"
         return ProbeOutcome.EXITED if proc.exited.is_set() else ProbeOutcome.NO_CHECK

@@ -401,6 +401,8 @@ SCHEMA = Map(
         "preload": Either("auto, true or false", (str, Enum("auto")), (bool, Bool())),
         "debugger": Either("true, false or {port: 5678, wait: false}", (bool, Bool()),
                            (dict, Map({"port": Int(1, 65535), "wait": Bool()}))),
+        "browser": Either("true, false or {reload: true, hold: true}", (bool, Bool()),
+                          (dict, Map({"reload": Bool(), "hold": Bool()}))),
         "ready": Map(
             {
                 "http": Str("a URL path starting with /", r"/.*"),

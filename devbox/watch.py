@@ -79,6 +79,7 @@ class Plan:
     rebuild: bool = False
     exec: list = field(default_factory=list)
     reason: str = ""
+    untouched: list = field(default_factory=list)  # matched by `action: none`: the server picks them up
 
 
 def plan(changed: Iterable[str], rules: Iterable[Rule]) -> Plan:
@@ -93,6 +94,7 @@ def plan(changed: Iterable[str], rules: Iterable[Rule]) -> Plan:
                 action, command = rule.action, rule.exec
                 break
         if action is RuleAction.NONE:
+            result.untouched.append(path)
             continue
         triggers.append(path)
         if action is RuleAction.EXEC:

@@ -17,7 +17,7 @@ def config_with(tmp_path: Path, ready_line: str):
 
 def test_probing_waits_for_a_share_of_the_last_start(tmp_path, monkeypatch):
     calls: list[float] = []
-    monkeypatch.setattr(ready, "_check_for", lambda config, proc, direct_ip=None: lambda: calls.append(time.monotonic()) or len(calls) > 2)
+    monkeypatch.setattr(ready, "_check_for", lambda config, proc, direct_ip=None, published=None: lambda: calls.append(time.monotonic()) or len(calls) > 2)
     monkeypatch.delenv("DEVBOX_PROBE_EAGER", raising=False)
     config = config_with(tmp_path, "{http: /}")
     began = time.monotonic()

@@ -3,8 +3,8 @@
 
 from .envfiles import interpolate, read_env_file
 from .load import COMPOSE_FILES, deep_merge, find_config, load, sanitise_name
-from .model import CONFIG_NAME, LOCAL_NAME, Build, Compose, Config, Debugger, Mount, Port, Ready, Rule, RuleAction, Volume, Watch
+from .model import CONFIG_NAME, LOCAL_NAME, Browser, Build, Compose, Config, Debugger, Mount, Port, Ready, Rule, RuleAction, Volume, Watch
 
-__all__ = ["Config", "Port", "Mount", "Volume", "Ready", "Watch", "Rule", "RuleAction", "Build", "Compose", "Debugger",
+__all__ = ["Config", "Port", "Mount", "Volume", "Ready", "Watch", "Rule", "RuleAction", "Build", "Compose", "Debugger", "Browser",
            "find_config", "load", "CONFIG_NAME", "LOCAL_NAME", "COMPOSE_FILES", "sanitise_name", "read_env_file",
            "interpolate", "deep_merge"]

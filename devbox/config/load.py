@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from .. import schema
 from ..errors import ConfigError, ConfigProblem
 from .envfiles import interpolate_tree, read_env_file
-from .model import CONFIG_NAME, LOCAL_NAME, Build, Compose, Config, Debugger, Mount, Port, Ready, Rule, Volume, Watch
+from .model import CONFIG_NAME, LOCAL_NAME, Browser, Build, Compose, Config, Debugger, Mount, Port, Ready, Rule, Volume, Watch
 from .yamlpos import Positions, parse
 
 # -- finding the file --------------------------------------------------------------------------
@@ -277,7 +277,16 @@ def _freeze(data: dict, path: Path, project_dir: Path) -> Config:
         preload=None if data.get("preload", "auto") == "auto" else bool(data["preload"]),
         entrypoint=None if "entrypoint" not in data else tuple(_argv(data["entrypoint"])),
         debugger=_debugger(data.get("debugger", False)),
+        browser=_browser(data.get("browser", False)),
     )
+
+
+def _browser(value: bool | dict) -> Browser | None:
+    if value is False:
+        return None
+    if value is True:
+        return Browser()
+    return Browser(bool(value.get("reload", True)), bool(value.get("hold", True)))
 
 
 def _debugger(value: bool | dict) -> Debugger | None:

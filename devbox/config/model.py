@@ -3,7 +3,7 @@ trusts it."""
 
 from __future__ import annotations
 
-__all__ = ["Config", "Port", "Mount", "Volume", "Ready", "Watch", "Rule", "Build", "Compose", "Debugger", "CONFIG_NAME",
+__all__ = ["Config", "Port", "Mount", "Volume", "Ready", "Watch", "Rule", "Build", "Compose", "Debugger", "Browser", "CONFIG_NAME",
            "LOCAL_NAME", "RuleAction"]
 
 import enum
@@ -104,6 +104,12 @@ class Debugger:
 
 
 @dataclass(frozen=True)
+class Browser:
+    reload: bool = True  # HTML pages reload themselves when a new server is ready
+    hold: bool = True  # a request during a restart waits for the new server
+
+
+@dataclass(frozen=True)
 class Config:
     file: Path
     project_dir: Path
@@ -127,6 +133,7 @@ class Config:
     # run before the command, as Docker runs ENTRYPOINT + CMD; None: not set (the image's is not run)
     entrypoint: tuple[str, ...] | None = None
     debugger: Debugger | None = None  # None: off
+    browser: Browser | None = None  # None: off (devbox answers on the first published port when on)
 
     def with_debugger(self) -> "Config":
         """This config with the debugger on (`devbox up --debugger`), as configured if it is."""
@@ -197,6 +204,7 @@ class Config:
             "stop_timeout": self.stop_timeout,
             "preload": "auto" if self.preload is None else self.preload,
             "debugger": False if self.debugger is None else {"port": self.debugger.port, "wait": self.debugger.wait},
+            "browser": False if self.browser is None else {"reload": self.browser.reload, "hold": self.browser.hold},
             "ready": {k: v for k, v in (("http", self.ready.http), ("tcp", self.ready.tcp), ("log", self.ready.log))
                       if v is not None} | {"timeout": self.ready.timeout},
             "watch": {

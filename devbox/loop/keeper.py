@@ -58,6 +58,7 @@ class ContainerKeeper:
         prestarted = self.prestart is not None and self.prestart.started()
         slot.open_debugger_port()
         self._check_ports(prestarted)
+        slot.open_front()
         if self.config.compose is not None:
             self._services_up()
         try:

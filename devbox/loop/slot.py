@@ -14,6 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..browser import BrowserFront
 from ..debugger import DebugSession, launch_configuration
 from ..debugrelay import DebugRelay
 from ..errors import ContainerError, ContainerGone, DevboxError, DockerUnavailable
@@ -57,6 +58,7 @@ class ServerSlot:
         self.said: set[str] = set()  # lines said once per `up` (a new launcher finds preloading off again)
         self.debugger: DebugSession | None = None  # the container's debugger (`debugger:`)
         self.relay: DebugRelay | None = None  # 127.0.0.1:debugger.port, for the whole `up`
+        self.front: BrowserFront | None = None  # devbox on the first published port (`browser:`)
 
     @property
     def config(self):
@@ -94,6 +96,40 @@ class ServerSlot:
         self.launcher.log = self.log.write
         self.launcher_for = (cfg.preload, command, cfg.project_dir)
         self._new_debugger(container_id)
+        self._aim_front(container_id)
+
+    # -- the browser front -----------------------------------------------------------------------
+
+    def open_front(self) -> None:
+        """With `browser:`, devbox answers on the first published port (in use: `up` ends here)."""
+        cfg = self.config
+        wanted = cfg.browser is not None and bool(cfg.ports)
+        first = cfg.ports[0] if cfg.ports else None
+        if self.front is not None and (not wanted or (self.front.host, self.front.port) != (first.host_ip, first.host_port)
+                                       or (self.front.reload, self.front.hold) != (cfg.browser.reload, cfg.browser.hold)):
+            self.front.close()
+            self.front = None
+        if wanted and self.front is None:
+            self.front = BrowserFront(first.host_ip, first.host_port, cfg.browser.reload, cfg.browser.hold,
+                                      cfg.ready.timeout, self.say, cfg.file.name)
+
+    def _aim_front(self, container_id: str) -> None:
+        self.open_front()
+        if self.front is None:
+            return
+        first = self.config.ports[0]
+        for binding in self.loop.client.api.port(container_id, first.container_port) or []:
+            if binding.get("HostPort"):
+                self.front.set_upstream("127.0.0.1", int(binding["HostPort"]))
+                return
+
+    def front_address(self) -> tuple[str, int] | None:
+        """Where the ready probe reaches the server past the front (None: as configured)."""
+        return self.front.upstream if self.front is not None else None
+
+    def stylesheets_changed(self, paths: list[str]) -> None:
+        if paths and self.front is not None:
+            self.front.css_changed(paths)
 
     # -- the debugger ----------------------------------------------------------------------------
 
@@ -128,7 +164,10 @@ class ServerSlot:
         self.say_once(f"debugger: attach a client at 127.0.0.1:{self.relay.port}; VS Code: {shown}")
 
     def close(self) -> None:
-        """This `up` ends: the debugger's port closes."""
+        """This `up` ends: the debugger's port and the browser front close."""
+        if self.front is not None:
+            self.front.close()
+            self.front = None
         if self.debugger is not None:
             self.debugger.close()
         if self.relay is not None:
@@ -184,6 +223,8 @@ class ServerSlot:
         proc, self.current = self.current, None
         if proc is None or self.launcher is None:
             return
+        if self.front is not None:
+            self.front.restarting()  # requests from now on wait for the next server
         mark = self.loop.interrupts.count
         try:
             killed = self.launcher.stop(proc, self.config.stop_signal, self.config.stop_timeout,
@@ -207,7 +248,7 @@ class ServerSlot:
         try:
             outcome = wait_ready(self.config, proc, cancelled=lambda: proc is not self.current,
                                  expected=self.start_took.get(proc.preloaded, 0.0),
-                                 direct_ip=self.loop.keeper.container_ip)
+                                 direct_ip=self.loop.keeper.container_ip, published=self.front_address())
         except Exception as e:  # a bug in a probe must not leave the loop (or a `devbox restart`) without a word
             outcome, error = ProbeOutcome.FAILED, f"{type(e).__name__}: {e}"
         if outcome is ProbeOutcome.READY and proc.exited.is_set():
@@ -233,6 +274,8 @@ class ServerSlot:
         if up:
             event.proc.ready = True
             self.last_ready = (time.time(), took)
+            if self.front is not None:
+                self.front.ready()
         if event.outcome is ProbeOutcome.READY:
             self.start_took[event.proc.preloaded] = event.at - self.started  # the next probe waits a share of it
             if not self.reloader_looked.is_set():
@@ -330,6 +373,8 @@ class ServerSlot:
                 self.say(f"  | {line}")
         if not change_follows:
             self.say("waiting for a change to start it again")
+        if self.front is not None:
+            self.front.crashed(code, list(proc.tail)[-CRASH_LINES:])
         self.answer_waiting({"ok": False, "line": f"server exited with code {code}; see `devbox logs`"})
 
     # -- commands in the container ---------------------------------------------------------------

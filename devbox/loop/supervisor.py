@@ -128,6 +128,7 @@ class Supervisor:
         paths = self.live.take(paths)
         todo = plan(paths, self.config.watch.rules)
         forget_bytecode(self.config.project_dir, paths)
+        slot.stylesheets_changed([p for p in todo.untouched if p.endswith(".css")])
         for command in todo.exec:
             self.say(f"running `{show(command)}` ({todo.reason})")
             slot.run_in_container(command)
