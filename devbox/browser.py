@@ -205,6 +205,8 @@ class BrowserFront:
                                     headers={"Cache-Control": "no-store"})
             if path == PREFIX + "events":
                 return await self._events(request)
+            if path == PREFIX + "status":  # how many event streams are open: one per browser
+                return web.json_response({"generation": self.generation, "streams": len(self.listeners)})
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request)
         return await self._forward(request)

@@ -251,8 +251,9 @@ def test_without_browser_the_html_is_the_apps_own(project, python_image):
     make_app(project, browser="")
     run = project.up()
     run.wait_for(r"ready in [\d.]+s \(start\)", timeout=60)
-    status, _, page = fetch(project.port, "/")
+    status, _, page = fetch(project.port, "/", headers={"Accept": "text/html", "Accept-Encoding": "gzip, br"})
     assert status == 200 and b"__devbox" not in page and page.startswith(b"<!doctype html>")
+    assert page == fetch(project.port, "/")[2] and b'<p id="value">v1</p>\n<script>localStorage' in page
     assert run.interrupt() == 0
 
 
@@ -321,6 +322,19 @@ def test_an_open_page_reloads_once_per_save_when_the_new_server_is_ready(project
         return int(browser.execute_script("return Number(localStorage.loads || 0)"))
 
     assert loads() == 1
+    # more tabs, one event stream for the browser (a SharedWorker holds it)
+    first = browser.current_window_handle
+    for _ in range(2):
+        browser.switch_to.new_window("tab")
+        browser.get(f"http://127.0.0.1:{project.port}/")
+    assert loads() == 3
+    wait_until(lambda: json.loads(fetch(project.port, "/__devbox/status")[2])["streams"] == 1, 10, "one stream")
+    for handle in browser.window_handles:
+        if handle != first:
+            browser.switch_to.window(handle)
+            browser.close()
+    browser.switch_to.window(first)
+    browser.execute_script("localStorage.loads = '1'")
     for i, value in enumerate(("v2", "v3", "v4"), start=2):
         save(project, value)
         deadline = time.monotonic() + 30
