@@ -250,7 +250,6 @@ class BrowserFront:
 
     async def _forward(self, request):
         import aiohttp
-        from aiohttp import web
 
         body = await request.read()  # kept: a request may go out again if nothing listened
         deadline = time.monotonic() + self.ready_timeout
@@ -261,7 +260,9 @@ class BrowserFront:
             if self.crash is not None:
                 return self._error_page()
             upstream = self.upstream
-            if upstream is None:
+            if upstream is None:  # no container yet
+                if time.monotonic() > deadline:
+                    return _not_ready(self.ready_timeout)
                 await asyncio.sleep(RETRY_EVERY)
                 continue
             url = f"http://{upstream[0]}:{upstream[1]}{request.raw_path}"
