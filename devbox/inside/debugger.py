@@ -2,7 +2,7 @@
 attached to it as a child session of the same process, so that one client attach lasts across restarts.
 
 This file runs inside the container, under the project's Python (standard library; debugpy from the
-copy devbox puts at DEBUGPY_ROOT). It is never imported by devbox on the host to run.
+copy devbox puts in the container, its ROOT). It is never imported by devbox on the host to run.
 
     python3 debugger.py hub ROOT PORT
         The hub, `devbox-debugger` in `ps`: debugpy.listen(0.0.0.0:PORT) starts debugpy's adapter
