@@ -55,6 +55,15 @@ class ContainerState(NamedTuple):
     status: str  # running, exited, created, ...
     started_at: str  # changes when the container is restarted behind devbox's back
     ip: str = ""  # its address on its (first) network; "" when stopped
+    ports: dict = {}  # what the engine published: {"8000/tcp": [{"HostIp": ..., "HostPort": ...}], ...}
+
+    def host_port(self, container_port: int) -> int | None:
+        """Where this machine reaches a published container port (the engine picked it, for `browser:`
+        and `debugger:`)."""
+        for binding in self.ports.get(f"{container_port}/tcp") or []:
+            if binding.get("HostPort"):
+                return int(binding["HostPort"])
+        return None
 
 
 class Box:
@@ -96,9 +105,9 @@ class Box:
             return None
         except Exception as e:
             raise docker_error(e, "cannot inspect the container") from e
-        networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
-        ip = next((n["IPAddress"] for n in networks.values() if n.get("IPAddress")), "")
-        return ContainerState(info["State"]["Status"], info["State"].get("StartedAt", ""), ip)
+        settings = info.get("NetworkSettings") or {}
+        ip = next((n["IPAddress"] for n in (settings.get("Networks") or {}).values() if n.get("IPAddress")), "")
+        return ContainerState(info["State"]["Status"], info["State"].get("StartedAt", ""), ip, settings.get("Ports") or {})
 
     # -- up ----------------------------------------------------------------------------------
 

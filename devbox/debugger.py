@@ -97,7 +97,7 @@ class DebugSession:
     `ready()` waits for the hub (a start attaches only to a listening adapter); a hub that loses its
     adapter is started again (one line); a hub that cannot run at all is a DevboxError at `ready()`."""
 
-    def __init__(self, api: APIClient, container_id: str, workdir: str, settings: Debugger,
+    def __init__(self, api: APIClient, container_id: str, workdir: str, settings: Debugger, host_port: int | None,
                  say: Callable[[str], None], on_ready: Callable[["DebugSession"], None]):
         self.api, self.container_id, self.workdir = api, container_id, workdir
         self.settings, self.say, self.on_ready = settings, say, on_ready
@@ -107,7 +107,7 @@ class DebugSession:
         self.failed = ""  # why the hub cannot run: said at ready()
         self.closed = False
         self.restarts = 0
-        self.host_port = 0  # where this machine reaches the adapter (the container publishes it)
+        self.host_port = host_port  # where this machine reaches the adapter (the container publishes it)
         self.sock = None
         threading.Thread(target=self._begin, daemon=True, name="devbox-debugger").start()
 
@@ -139,8 +139,9 @@ class DebugSession:
 
     def _begin(self) -> None:
         try:
+            if self.host_port is None:
+                raise DevboxError("the container does not publish the debugger's port: run `devbox up --recreate`")
             self._put_debugpy()
-            self.host_port = self._published_port()
             self._start_hub()
         except DevboxError as e:
             self.failed = str(e).removeprefix("debugger: ")
@@ -156,12 +157,6 @@ class DebugSession:
             self.api.put_archive(self.container_id, "/", _debugpy_archive(self.root))
         except Exception as e:
             raise docker_error(e, "cannot put debugpy into the container") from e
-
-    def _published_port(self) -> int:
-        for binding in self.api.port(self.container_id, CONTAINER_PORT) or []:
-            if binding.get("HostPort"):
-                return int(binding["HostPort"])
-        raise DevboxError("the container does not publish the debugger's port: run `devbox up --recreate`")
 
     def _start_hub(self) -> None:
         exec_id = self.api.exec_create(

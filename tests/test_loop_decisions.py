@@ -251,7 +251,7 @@ def test_a_config_whose_container_cannot_be_made_rolls_back(loop, tmp_path, monk
 
 def test_a_config_that_changes_only_the_command_restarts_with_it(loop, tmp_path, monkeypatch):
     fake = loop.slot.launcher
-    monkeypatch.setattr(ServerSlot, "new_launcher", lambda self, container_id: setattr(
+    monkeypatch.setattr(ServerSlot, "new_launcher", lambda self: setattr(
         self, "launcher_for", (self.config.preload, self.command(), self.config.project_dir)))
     (tmp_path / "devbox.yaml").write_text("name: unit\nimage: busybox\ncommand: [server, --fast]\n")
     loop.on_changes({"devbox.yaml"}, 1.0)

@@ -148,7 +148,7 @@ class ContainerKeeper:
         state = self.box.state(container.id)  # one look: its start, and the ready probe's way past the proxy
         self.started_at = state.started_at if state else ""
         self.container_ip = state.ip if state and state.ip and self._routes_to_bridges() else None
-        self.loop.slot.new_launcher(container.id)
+        self.loop.slot.attach_container(container.id, state)
         events = self.loop.events
         self.follower = EventFollower(self.loop.client, container.id,
                                       lambda action, cid=container.id:

@@ -15,7 +15,8 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..browser import BrowserFront
-from ..debugger import DebugSession, launch_configuration
+from ..container import ContainerState
+from ..debugger import CONTAINER_PORT as DEBUG_PORT, DebugSession, launch_configuration
 from ..debugrelay import DebugRelay
 from ..errors import ContainerError, ContainerGone, DevboxError, DockerUnavailable
 from ..lock import runtime_dir
@@ -59,6 +60,7 @@ class ServerSlot:
         self.debugger: DebugSession | None = None  # the container's debugger (`debugger:`)
         self.relay: DebugRelay | None = None  # 127.0.0.1:debugger.port, for the whole `up`
         self.front: BrowserFront | None = None  # devbox on the first published port (`browser:`)
+        self.front_for: tuple | None = None  # (the first port, the browser settings) the front was made for
 
     @property
     def config(self):
@@ -77,11 +79,22 @@ class ServerSlot:
 
     # -- the launcher ----------------------------------------------------------------------------
 
-    def new_launcher(self, container_id: str) -> None:
-        """The launcher for this container and the config: preloaded where it can be, else cold."""
+    def attach_container(self, container_id: str, state: ContainerState | None) -> None:
+        """A (new) container to run the server in: its debugger, where the browser front forwards to, and
+        a launcher for it."""
+        self.container_id = container_id
+        self._new_debugger(container_id, state.host_port(DEBUG_PORT) if state else None)
+        self.open_front()
+        upstream = state.host_port(self.config.ports[0].container_port) if state and self.front else None
+        if self.front is not None and upstream is not None:
+            self.front.set_upstream("127.0.0.1", upstream)
+        self.new_launcher()
+
+    def new_launcher(self) -> None:
+        """The launcher for the container and the config: preloaded where it can be, else cold."""
         if self.launcher is not None:
             self.launcher.close()
-        self.container_id = container_id
+        container_id = self.container_id
         cfg, api = self.config, self.loop.client.api
         command = self.command()
         preload, why = wants_preload(cfg.preload, command)
@@ -95,33 +108,23 @@ class ServerSlot:
             self.launcher = ExecLauncher(api, container_id, cfg.workdir)
         self.launcher.log = self.log.write
         self.launcher_for = (cfg.preload, command, cfg.project_dir)
-        self._new_debugger(container_id)
-        self._aim_front(container_id)
+        if self.debugger is not None:
+            self.launcher.with_debugger = self.debugger.environment
 
     # -- the browser front -----------------------------------------------------------------------
 
     def open_front(self) -> None:
         """With `browser:`, devbox answers on the first published port (in use: `up` ends here)."""
         cfg = self.config
-        wanted = cfg.browser is not None and bool(cfg.ports)
-        first = cfg.ports[0] if cfg.ports else None
-        if self.front is not None and (not wanted or (self.front.host, self.front.port) != (first.host_ip, first.host_port)
-                                       or (self.front.reload, self.front.hold) != (cfg.browser.reload, cfg.browser.hold)):
+        wanted = (cfg.ports[0], cfg.browser) if cfg.browser is not None and cfg.ports else None
+        if self.front is not None and self.front_for != wanted:
             self.front.close()
             self.front = None
-        if wanted and self.front is None:
-            self.front = BrowserFront(first.host_ip, first.host_port, cfg.browser.reload, cfg.browser.hold,
+        if wanted is not None and self.front is None:
+            first, settings = wanted
+            self.front = BrowserFront(first.host_ip, first.host_port, settings.reload, settings.hold,
                                       cfg.ready.timeout, self.say, cfg.file.name)
-
-    def _aim_front(self, container_id: str) -> None:
-        self.open_front()
-        if self.front is None:
-            return
-        first = self.config.ports[0]
-        for binding in self.loop.client.api.port(container_id, first.container_port) or []:
-            if binding.get("HostPort"):
-                self.front.set_upstream("127.0.0.1", int(binding["HostPort"]))
-                return
+        self.front_for = wanted
 
     def front_address(self) -> tuple[str, int] | None:
         """Where the ready probe reaches the server past the front (None: as configured)."""
@@ -142,7 +145,8 @@ class ServerSlot:
         if settings is not None and self.relay is None:
             self.relay = DebugRelay(settings.port, self.say, self.config.file.name)
 
-    def _new_debugger(self, container_id: str) -> None:
+    def _new_debugger(self, container_id: str, host_port: int | None) -> None:
+        """The container's debugger (kept while the launcher changes: an attached client stays)."""
         if self.debugger is not None:
             self.debugger.close()
             self.debugger = None
@@ -150,10 +154,8 @@ class ServerSlot:
         if settings is None:
             return
         self.open_debugger_port()
-        self.debugger = DebugSession(self.loop.client.api, container_id, self.config.workdir, settings, self.say,
-                                     on_ready=self._debugger_ready)
-        assert self.launcher is not None
-        self.launcher.with_debugger = self.debugger.environment
+        self.debugger = DebugSession(self.loop.client.api, container_id, self.config.workdir, settings, host_port,
+                                     self.say, on_ready=self._debugger_ready)
 
     def _debugger_ready(self, session: DebugSession) -> None:
         if self.relay is None or session is not self.debugger:
@@ -203,7 +205,7 @@ class ServerSlot:
         assert self.launcher is not None
         command = self.command()
         if self.launcher_for != (self.config.preload, command, self.config.project_dir):
-            self.new_launcher(self.container_id)  # the config changed how the server starts
+            self.new_launcher()  # the config changed how the server starts
         self.reason, self.seen, self.started = reason, seen, time.monotonic()
         self.generation += 1
         self.log.marker(self.generation, reason)
