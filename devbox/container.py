@@ -32,13 +32,17 @@ from .errors import (ContainerError, DevboxError, EngineSays, ImageError, UsageE
 from .identity import container_hash, container_spec
 from .debugger import CONTAINER_PORT as DEBUG_PORT
 from .inside import SETUP_MARK, STATE_DIR
+from .engine import endpoint
 from .ports import port_in_use_error
+from .sync import Placement, sees_folder
+from .sync.placement import MOUNT_SOURCE_MISSING
 
 LABEL_PROJECT = "devbox.project"
 LABEL_HASH = "devbox.config-hash"
 LABEL_SPEC = "devbox.spec"  # the container-level config, kept so a recreate can say what changed
 LABEL_DIR = "devbox.project-dir"  # the project's folder: two folders never share a container
 LABEL_FILE = "devbox.config-file"
+LABEL_SYNC = "devbox.sync"  # "synced": the project's files are copied in, not mounted (sync.py)
 
 Say = Callable[[str], None]
 
@@ -75,6 +79,7 @@ class Box:
         self.container_name = f"devbox-{config.name}"
         self.image_name = config.image or image_tag(config)  # `build:` images are tagged devbox-<name>:dev
         self.replaced_image: str | None = None  # the image the last build replaced (removed once unused)
+        self.placement: Placement | None = None  # mounted or synced, once a container is made or found
 
     # -- finding ---------------------------------------------------------------------------
 
@@ -124,6 +129,7 @@ class Box:
         if current is not None:
             labels = current.labels
             if labels.get(LABEL_HASH) == wanted and not recreate:
+                self.placement = self._placement_of(labels)
                 if current.status == "running" and prestarted:
                     self.say(f"started container {current.name}")
                     return current, Outcome.STARTED
@@ -157,7 +163,7 @@ class Box:
         except ValueError:
             old = {}
         new = self._spec(image_id)
-        changed = [k for k in new if old.get(k) != new[k]]
+        changed = [k for k in [*new, *(k for k in old if k not in new)] if old.get(k) != new.get(k)]
         if changed == ["image id"] and self.config.build is not None:
             return "image rebuilt"
         return (", ".join(changed) + " changed") if changed else "its config hash differs"
@@ -205,13 +211,41 @@ class Box:
             raise ImageError(f"image '{name}' is not local and cannot be pulled ({docker_reason(e)}): "
                              f"build it or fix `image` in {self.config.file.name}") from e
 
+    def _placement_of(self, labels: dict) -> Placement:
+        synced = labels.get(LABEL_SYNC) == "synced"
+        if self.config.sync is not None:
+            return Placement(synced, f"sync: {str(self.config.sync).lower()} in {self.config.file.name}")
+        return Placement(synced, "sync: auto, as when this container was made")
+
     def create(self, image_id: str, temporary: bool = False) -> Container:
-        """Create and start the container. `temporary`: under a second name, beside the current one,
-        until `take_name` (a live config change switches only once the new one is up)."""
+        """Create and start the container, with the project mounted or, where the engine cannot see this
+        folder (or `sync: true`), without it: then the caller syncs the files in. `temporary`: under a
+        second name, beside the current one, until `take_name` (a live config change switches only once
+        the new one is up)."""
+        cfg = self.config
+        if cfg.sync is not None:
+            self.placement = Placement(cfg.sync, f"sync: {str(cfg.sync).lower()} in {cfg.file.name}")
+            return self._create(image_id, temporary, cfg.sync)
+        try:
+            container = self._create(image_id, temporary, synced=False)
+        except ContainerError as e:
+            if not any(text in str(e) for text in MOUNT_SOURCE_MISSING):
+                raise
+            self.placement = Placement(True, f"sync: auto; the engine at {endpoint()} has no {cfg.project_dir}")
+            return self._create(image_id, temporary, synced=True)
+        if sees_folder(self.client.api, container.id, cfg):
+            self.placement = Placement(False, "sync: auto; the engine sees this folder")
+            return container
+        self._remove(container)
+        self.placement = Placement(True, f"sync: auto; the engine at {endpoint()} sees another {cfg.project_dir}")
+        return self._create(image_id, temporary, synced=True)
+
+    def _create(self, image_id: str, temporary: bool, synced: bool) -> Container:
         cfg = self.config
         name = self.container_name + ("-next" if temporary else "")
         self.say(f"creating container {name} from {self.image_name}")
-        mounts = [DockerMount(m.target, str(m.source), type="bind", read_only=m.read_only) for m in cfg.mounts]
+        mounts = [] if synced else [DockerMount(m.target, str(m.source), type="bind", read_only=m.read_only)
+                                    for m in cfg.mounts]
         for volume in cfg.volumes:
             volume_name = self.volume_name(volume.name)
             try:
@@ -231,7 +265,7 @@ class Box:
         if cfg.debugger is not None:  # the adapter, on a loopback port the engine picks (DebugRelay forwards)
             ports.setdefault(f"{DEBUG_PORT}/tcp", []).append(("127.0.0.1", None))
         for m in cfg.mounts:
-            if not m.source.exists():
+            if not m.source.exists() and not synced:
                 raise ContainerError(f"{cfg.file.name}: mounts: host path '{m.source}' does not exist (create it or fix the mount)")
         self._remove_name_clash(name)
         try:
@@ -247,7 +281,8 @@ class Box:
                 tmpfs={STATE_DIR: "mode=1777"},
                 labels={LABEL_PROJECT: cfg.name, LABEL_HASH: self.config_hash(image_id),
                         LABEL_SPEC: json.dumps(self._spec(image_id), sort_keys=True),
-                        LABEL_DIR: str(cfg.project_dir), LABEL_FILE: str(cfg.file)},
+                        LABEL_DIR: str(cfg.project_dir), LABEL_FILE: str(cfg.file),
+                        LABEL_SYNC: "synced" if synced else "mounted"},
                 stop_signal="SIGTERM",
                 network=self.network or None,
             )

@@ -24,7 +24,8 @@ def container_spec(config: Config) -> dict[str, Any]:
         "volumes": [f"{v.name}:{v.target}" for v in config.volumes],
         "ports": [str(p) for p in config.ports],
     } | ({"debugger": True} if config.debugger is not None else {}) \
-      | ({"browser": True} if config.browser is not None and config.ports else {})  # ports published otherwise
+      | ({"browser": True} if config.browser is not None and config.ports else {}) \
+      | ({"sync": config.sync} if config.sync is not None else {})  # auto: the container's label says which
 
 
 def container_hash(config: Config, image_id: str = "", network: str = "") -> str:

@@ -399,6 +399,7 @@ SCHEMA = Map(
         "stop_signal": Str("a signal name like SIGTERM", parse=parse_signal),
         "stop_timeout": Int(0, 3600, number=True),
         "preload": Either("auto, true or false", (str, Enum("auto")), (bool, Bool())),
+        "sync": Either("auto, true or false", (str, Enum("auto")), (bool, Bool())),
         "debugger": Either("true, false or {port: 5678, wait: false}", (bool, Bool()),
                            (dict, Map({"port": Int(1, 65535), "wait": Bool()}))),
         "browser": Either("true, false or {reload: true, hold: true}", (bool, Bool()),

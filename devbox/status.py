@@ -18,7 +18,7 @@ import datetime
 from typing import Any
 
 from .config import Config
-from .container import Box
+from .container import LABEL_SYNC, Box
 from .control import request
 from .output import say
 from .ready import probe_address
@@ -35,7 +35,8 @@ def gather(config: Config) -> dict[str, Any]:
     if container is not None:
         info = {"name": container.name, "id": container.id, "state": container.status,
                 # by name (`devbox-web:dev` for a `build:`), as the user wrote or devbox tagged it; the id beside it
-                "image": box.image_name, "image_id": container.attrs["Image"], "created": container.attrs["Created"]}
+                "image": box.image_name, "image_id": container.attrs["Image"], "created": container.attrs["Created"],
+                "files": "synced" if container.labels.get(LABEL_SYNC) == "synced" else "mounted"}
     services = []
     if config.compose is not None and config.compose.services:
         from .compose import Services
@@ -55,6 +56,7 @@ def gather(config: Config) -> dict[str, Any]:
         "server": None if live is None else live["server"],
         "restarts": None if live is None else live["restarts"],
         "last_ready": None if live is None else live["last_ready"],
+        "sync": None if live is None else live.get("sync"),
         "urls": urls, "services": services,
     }
 
@@ -68,7 +70,7 @@ def lines(status: dict[str, Any]) -> list[str]:
     container = status["container"]
     out.append("container: none (run `devbox up`)" if container is None else
                f"container: {container['name']} {container['state']}, image {container['image']}, "
-               f"created {container['created'][:19].replace('T', ' ')}")
+               f"created {container['created'][:19].replace('T', ' ')}, files {container['files']}")
     if status["up"] is None:
         out.append("devbox up: not running")
     else:
@@ -79,6 +81,10 @@ def lines(status: dict[str, Any]) -> list[str]:
                    f"{'ready' if server['ready'] else 'not ready yet'} ({server['started_because']})")
         if status["last_ready"]:
             out.append(f"last ready in {status['last_ready']['took_s']:.2f}s")
+        if status["sync"]:
+            sync = status["sync"]
+            out.append(f"sync: {sync['batches']} batches, {sync['files']} files sent, {sync['deleted']} deleted "
+                       f"(through {sync['way']})")
     for url in status["urls"]:
         out.append(f"url: {url}")
     for service in status["services"]:

@@ -275,6 +275,7 @@ def _freeze(data: dict, path: Path, project_dir: Path) -> Config:
         compose=None if compose is None else Compose(_compose_file(compose, project_dir),
                                                      tuple(compose.get("services", [])), compose.get("service")),
         preload=None if data.get("preload", "auto") == "auto" else bool(data["preload"]),
+        sync=None if data.get("sync", "auto") == "auto" else bool(data["sync"]),
         entrypoint=None if "entrypoint" not in data else tuple(_argv(data["entrypoint"])),
         debugger=_debugger(data.get("debugger", False)),
         browser=_browser(data.get("browser", False)),

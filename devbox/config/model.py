@@ -134,6 +134,7 @@ class Config:
     entrypoint: tuple[str, ...] | None = None
     debugger: Debugger | None = None  # None: off
     browser: Browser | None = None  # None: off (devbox answers on the first published port when on)
+    sync: bool | None = None  # None: auto (copy the files in when the engine cannot see this folder)
 
     def with_debugger(self) -> "Config":
         """This config with the debugger on (`devbox up --debugger`), as configured if it is."""
@@ -203,6 +204,7 @@ class Config:
             "stop_signal": self.stop_signal,
             "stop_timeout": self.stop_timeout,
             "preload": "auto" if self.preload is None else self.preload,
+            "sync": "auto" if self.sync is None else self.sync,
             "debugger": False if self.debugger is None else {"port": self.debugger.port, "wait": self.debugger.wait},
             "browser": False if self.browser is None else {"reload": self.browser.reload, "hold": self.browser.hold},
             "ready": {k: v for k, v in (("http", self.ready.http), ("tcp", self.ready.tcp), ("log", self.ready.log))

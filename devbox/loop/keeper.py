@@ -19,6 +19,7 @@ from ..errors import ContainerError, ContainerGone, DevboxError, DockerUnavailab
 from ..exposure import exposure_warnings
 from ..ports import port_in_use_error, taken_ports
 from ..prestart import Prestart
+from ..sync import Placement, Syncer
 from .events import EngineAction, EngineEvent, Interrupted
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class ContainerKeeper:
         self.follower: EventFollower | None = None
         self.recoveries: list[float] = []  # when the container was last brought back
         self.services_started = 0.0  # when this `up` started Compose services (0: it started none)
+        self.syncer: Syncer | None = None  # the container's copy of the files, when they are synced
+        self.placement_said = ""
 
     @property
     def config(self) -> Config:
@@ -140,10 +143,12 @@ class ContainerKeeper:
     def _routes_to_bridges(self) -> bool:
         return sys.platform == "linux" and self.loop.client.api.base_url.startswith("http+docker://")
 
-    def attach(self, container) -> None:
-        """Make `container` the one the server runs in and whose engine events the loop follows."""
+    def attach(self, container, box: Box | None = None) -> None:
+        """Make `container` (made or found by `box`, this keeper's own by default) the one the server runs
+        in and whose engine events the loop follows; a synced one gets the project's files first."""
         if self.follower is not None:
             self.follower.close()
+        self._sync_all(container.id, (box or self.box).placement)
         self.container_id = container.id
         state = self.box.state(container.id)  # one look: its start, and the ready probe's way past the proxy
         self.started_at = state.started_at if state else ""
@@ -153,6 +158,35 @@ class ContainerKeeper:
         self.follower = EventFollower(self.loop.client, container.id,
                                       lambda action, cid=container.id:
                                       events.put(EngineEvent(cid, EngineAction.of(action))))
+
+    def _sync_all(self, container_id: str, placement: Placement | None) -> None:
+        if self.syncer is not None:
+            self.syncer.close()
+            self.syncer = None
+        if placement is None:
+            return
+        line = placement.line(self.config)
+        if line != self.placement_said:
+            self.say(line)
+            self.placement_said = line
+        if placement.synced:
+            self.syncer = Syncer(self.loop.client.api, self.config, container_id)
+            sent = self.loop.interruptible(self.syncer.send_all)
+            self.say(f"synced {sent} through {self.syncer.way}")
+
+    def sync(self, paths: set[str]) -> bool:
+        """Send a batch's changes to a synced container before anything acts on them; False (said) if they
+        could not be sent: the server then keeps the files it has."""
+        if self.syncer is None:
+            return True
+        try:
+            sent = self.syncer.send(paths)
+        except DevboxError as e:
+            self.say_failure(e)
+            return False
+        if sent is not None and self.loop.trace:
+            self.say(f"trace: synced {sent}")
+        return True
 
     def ensure_setup(self, container, outcome: Outcome) -> None:
         """Run setup unless this container finished it; a failed first setup removes the container."""
@@ -179,6 +213,8 @@ class ContainerKeeper:
     def close(self) -> None:
         if self.follower is not None:
             self.follower.close()
+        if self.syncer is not None:
+            self.syncer.close()
 
     # -- back ------------------------------------------------------------------------------------
 
@@ -294,7 +330,7 @@ class ContainerKeeper:
         try:
             container = new_box.create(image_id, temporary=True)
             loop.config = new  # setup runs with the new env
-            self.attach(container)
+            self.attach(container, new_box)
             self.ensure_setup(container, Outcome.CREATED)
         except BaseException:
             loop.config = self.box.config

@@ -125,6 +125,8 @@ class Supervisor:
 
     def on_changes(self, paths: set[str], seen: float) -> None:
         slot, keeper = self.slot, self.keeper
+        if not keeper.sync(paths):  # a synced container gets the files first: the restart must serve them
+            return
         paths = self.live.take(paths)
         todo = plan(paths, self.config.watch.rules)
         forget_bytecode(self.config.project_dir, paths)
@@ -168,7 +170,8 @@ class Supervisor:
             else:
                 slot.answer_waiting({"ok": False, "line": "the build failed; the running container and server stay"})
         elif event.verb is Verb.STATUS:
-            event.reply({"ok": True, "status": {"up_pid": os.getpid(), "up_since": self.began, **slot.status()}})
+            sync = {"sync": self.keeper.syncer.status()} if self.keeper.syncer is not None else {}
+            event.reply({"ok": True, "status": {"up_pid": os.getpid(), "up_since": self.began, **slot.status(), **sync}})
         else:
             event.reply({"ok": False, "error": f"unknown request '{event.verb}'"})
 
