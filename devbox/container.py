@@ -232,18 +232,19 @@ class Box:
             if not any(text in str(e) for text in MOUNT_SOURCE_MISSING):
                 raise
             self.placement = Placement(True, f"sync: auto; the engine at {endpoint()} has no {cfg.project_dir}")
-            return self._create(image_id, temporary, synced=True)
+            return self._create(image_id, temporary, synced=True, again=True)
         if sees_folder(self.client.api, container.id, cfg):
             self.placement = Placement(False, "sync: auto; the engine sees this folder")
             return container
         self._remove(container)
         self.placement = Placement(True, f"sync: auto; the engine at {endpoint()} sees another {cfg.project_dir}")
-        return self._create(image_id, temporary, synced=True)
+        return self._create(image_id, temporary, synced=True, again=True)
 
-    def _create(self, image_id: str, temporary: bool, synced: bool) -> Container:
+    def _create(self, image_id: str, temporary: bool, synced: bool, again: bool = False) -> Container:
         cfg = self.config
         name = self.container_name + ("-next" if temporary else "")
-        self.say(f"creating container {name} from {self.image_name}")
+        if not again:  # (again: the same container, now without the bind mounts the engine cannot serve)
+            self.say(f"creating container {name} from {self.image_name}")
         mounts = [] if synced else [DockerMount(m.target, str(m.source), type="bind", read_only=m.read_only)
                                     for m in cfg.mounts]
         for volume in cfg.volumes:

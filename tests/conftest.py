@@ -314,3 +314,41 @@ def stack(client):
             if container.labels.get("devbox.project", "").startswith(TEST_PREFIX):
                 container.remove(force=True)
     remove_by_label(client, label)
+
+
+@pytest.fixture(scope="session")
+def second_engine(client, python_image, busybox_image, tmp_path_factory):
+    """A second engine of the tests' own on loopback TCP, blind to the test projects (second_engine.py)."""
+    from second_engine import SecondEngine, can_run
+
+    why = can_run()
+    if why:  # a failure, not a skip: the remote-engine tests must run in CI
+        pytest.fail(f"cannot start a second Docker engine: {why}")
+    engine = SecondEngine(tmp_path_factory.getbasetemp()).start()
+    try:
+        engine.load(python_image, busybox_image)
+        yield engine
+    finally:
+        engine.stop()
+
+
+class RemoteProject(Project):
+    """A project whose devbox talks to the second engine (DOCKER_HOST), cleaned up there."""
+
+    def __init__(self, path: Path, engine):
+        super().__init__(path, engine.client)
+        self.engine = engine
+
+    def devbox(self, *args: str, env: dict[str, str] | None = None, prefix: list[str] = ()) -> DevboxRun:
+        return super().devbox(*args, env={"DOCKER_HOST": self.engine.host, **(env or {})}, prefix=prefix)
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        return super().run(*args, env={"DOCKER_HOST": self.engine.host, **(env or {})}, timeout=timeout)
+
+
+@pytest.fixture
+def remote_project(tmp_path, second_engine) -> Project:
+    p = RemoteProject(tmp_path / "app", second_engine)
+    p.path.mkdir()
+    yield p
+    p.cleanup()

@@ -1,0 +1,183 @@
+"""`sync:`: the project copied into the container instead of mounted, against a second engine of the
+tests' own that cannot see the test projects (second_engine.py), as an engine on another host cannot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import http_get, wait_http, wait_until
+
+APP = """\
+import http.server
+import value
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = value.VALUE.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+"""
+CONFIG = """\
+name: {name}
+image: devbox-test/python:bookworm
+ports: ["{port}:8000"]
+command: python3 app.py
+ready: {{http: /}}
+watch: {{ignore: ["*.bak"]}}
+"""
+
+
+def python_app(project, sync: str = "true") -> None:
+    project.write("app.py", APP)
+    project.write("value.py", "VALUE = 'v1'\n")
+    project.write(".gitignore", "secret.txt\n")
+    project.write("secret.txt", "not for the container\n")
+    project.write("notes.bak", "ignored by watch.ignore\n")
+    project.write("old.txt", "to be deleted\n")
+    project.config(CONFIG + f"sync: {sync}\n")
+
+
+def in_container(project, *argv: str) -> str:
+    code, out = project.container().exec_run(list(argv))
+    return out.decode() if code == 0 else f"<exit {code}> {out.decode()}"
+
+
+def exists(project, path: str) -> bool:
+    return project.container().exec_run(["test", "-e", path])[0] == 0
+
+
+def status(project) -> dict:
+    result = project.run("status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_synced_container_serves_each_save_and_has_no_mount_of_the_project(remote_project):
+    project = remote_project
+    python_app(project)
+    up = project.up()
+    up.wait_for(r"files: synced into /app, one way \(sync: true in devbox.yaml\)")
+    up.wait_for(r"synced 5 files .* through an exec'd sh")  # app, value, .gitignore, old.txt, devbox.yaml
+    assert wait_http(project.port, "v1") == "v1"
+    mounts = project.container().attrs["Mounts"]
+    assert not [m for m in mounts if m["Type"] == "bind"], mounts
+    assert not exists(project, "/app/secret.txt") and not exists(project, "/app/notes.bak")
+
+    project.write("value.py", "VALUE = 'v2'\n")
+    wait_http(project.port, "v2")
+
+    project.write("pkg/sub/new.txt", "a new folder\n")
+    (project.path / "old.txt").unlink()
+    project.write("secret.txt", "changed, still not for the container\n")
+    wait_until(lambda: exists(project, "/app/pkg/sub/new.txt") and not exists(project, "/app/old.txt"), 20,
+               "the new folder and the deletion in the container")
+    assert not exists(project, "/app/secret.txt")
+    assert in_container(project, "cat", "/app/pkg/sub/new.txt") == "a new folder\n"
+
+    shown = project.run("exec", "cat", "pkg/sub/new.txt")
+    assert shown.returncode == 0 and shown.stdout == "a new folder\n", shown
+    assert status(project)["container"]["files"] == "synced"
+
+    up.interrupt()
+    down = project.run("down")
+    assert down.returncode == 0, down.stderr
+    assert project.container() is None  # removed on the engine that had it
+
+
+def test_a_checkout_of_1000_files_is_one_archive_and_one_restart(remote_project):
+    project = remote_project
+    python_app(project)
+    git = ["git", "-C", str(project.path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    subprocess.run([*git, "checkout", "-qb", "big"], check=True)
+    for i in range(1000):
+        project.write(f"big/m{i // 100}/f{i}.py", f"N = {i}\n")
+    project.write("value.py", "VALUE = 'big'\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "big"], check=True)
+    subprocess.run([*git, "checkout", "-q", "main"], check=True)
+
+    up = project.up()
+    wait_http(project.port, "v1")
+    before = status(project)
+    subprocess.run([*git, "checkout", "-q", "big"], check=True)
+    wait_http(project.port, "big")
+    up.wait_for(r"ready in .* \(.* and 100\d more changed\)")
+    wait_until(lambda: status(project)["restarts"] == before["restarts"] + 1, 10, "the restart counted")
+    after = status(project)
+    assert after["sync"]["batches"] == before["sync"]["batches"] + 1, (before, after)
+    assert after["sync"]["files"] - before["sync"]["files"] == 1001
+    assert in_container(project, "sh", "-c", "find /app/big -name '*.py' | wc -l").strip() == "1000"
+
+    subprocess.run([*git, "checkout", "-q", "main"], check=True)  # and back: 1,000 deletions, one batch
+    wait_http(project.port, "v1")
+    wait_until(lambda: not exists(project, "/app/big"), 10, "the folder deleted in the container")
+    assert status(project)["sync"]["batches"] == after["sync"]["batches"] + 1
+
+
+def test_auto_syncs_where_the_engine_cannot_see_the_folder(remote_project):
+    python_app(remote_project, sync="auto")
+    up = remote_project.up()
+    line = up.wait_for(r"files: ")
+    assert "files: synced into /app, one way (sync: auto; the engine at tcp://127.0.0.1:" in line, line
+    assert wait_http(remote_project.port, "v1") == "v1"
+
+
+def test_auto_mounts_where_the_engine_sees_the_folder(project, python_image):
+    python_app(project, sync="auto")
+    up = project.up()
+    assert up.wait_for(r"files: ") == "devbox: files: mounted at /app (sync: auto; the engine sees this folder)"
+    assert wait_http(project.port, "v1") == "v1"
+    assert [m for m in project.container().attrs["Mounts"] if m["Type"] == "bind" and m["Destination"] == "/app"]
+
+
+def test_a_file_deleted_while_devbox_was_down_is_deleted_at_the_next_up(remote_project):
+    project = remote_project
+    python_app(project)
+    up = project.up()
+    wait_http(project.port, "v1")
+    assert exists(project, "/app/old.txt")
+    assert up.interrupt() == 0
+    (project.path / "old.txt").unlink()
+    project.write("value.py", "VALUE = 'while down'\n")
+    up = project.up()
+    up.wait_for("(reusing|starting) container")  # the same container: the files deleted since are not
+    up.wait_for(r"synced 4 files \(.*\), 1 deleted")
+    wait_http(project.port, "while down")
+    assert not exists(project, "/app/old.txt")
+
+
+NO_TAR = """\
+FROM devbox-test/python:bookworm
+RUN rm /usr/bin/tar
+"""
+
+
+def test_an_image_without_tar_gets_the_files_through_the_archive_api(remote_project):
+    project = remote_project
+    project.write("Dockerfile", NO_TAR)  # (busybox's sh runs its own tar applet even without /bin/tar)
+    project.write("www/index.html", "page one\n")
+    project.write("www/gone.html", "to be deleted\n")
+    project.config("""\
+        name: {name}
+        build: .
+        sync: true
+        ports: ["{port}:8000"]
+        command: python3 -m http.server -d /app/www 8000
+        ready: {{http: /}}
+        """)
+    up = project.up()
+    up.wait_for(r"synced \d+ files .* through the archive API", timeout=90)
+    assert wait_http(project.port, "page one") == "page one\n"
+    assert not exists(project, "/usr/bin/tar")  # built on that engine, from this folder
+    project.write("www/index.html", "page two\n")
+    (project.path / "www" / "gone.html").unlink()
+    wait_http(project.port, "page two")
+    wait_until(lambda: http_get(project.port, "/gone.html") is None, 10, "the deleted page gone")
