@@ -259,9 +259,11 @@ class Box:
                 raise docker_error(e, f"cannot create volume {volume_name}") from e
             mounts.append(DockerMount(volume.target, volume_name, type="volume"))
         ports: dict[str, list[tuple[str, int]]] = {}
+        forwarded = endpoint().is_ssh  # over SSH every port is forwarded to this machine: the engine picks its own
         for i, p in enumerate(cfg.ports):
             # with `browser:` devbox's front has the first port; the server is on a loopback port of its own
-            host = ("127.0.0.1", None) if i == 0 and cfg.browser is not None else (p.host_ip, p.host_port)
+            own = forwarded or (i == 0 and cfg.browser is not None)
+            host = ("127.0.0.1", None) if own else (p.host_ip, p.host_port)
             ports.setdefault(f"{p.container_port}/{p.protocol}", []).append(host)
         if cfg.debugger is not None:  # the adapter, on a loopback port the engine picks (DebugRelay forwards)
             ports.setdefault(f"{DEBUG_PORT}/tcp", []).append(("127.0.0.1", None))

@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import DockerUnavailable, UsageError, docker_reason
 
@@ -36,6 +37,27 @@ class Endpoint:
     @property
     def socket_path(self) -> str | None:
         return self.host[len("unix://"):] if self.host.startswith("unix://") else None
+
+    @property
+    def is_ssh(self) -> bool:
+        return self.host.startswith("ssh://")
+
+    @property
+    def on_this_machine(self) -> bool:
+        """The engine's processes and networks are this machine's (so a pid or a bridge address works here).
+        An ssh:// engine never counts, even on loopback: its tunnel is how it is reached."""
+        return self.remote_host is None and not self.is_ssh
+
+    @property
+    def remote_host(self) -> str | None:
+        """The other machine an ssh:// or tcp:// endpoint names; None for this machine (a unix socket, loopback).
+        Only a hint (a forwarded socket looks local): where the files are is asked of the engine (sync/)."""
+        if not self.host.startswith(("ssh://", "tcp://", "http://", "https://")):
+            return None
+        host = urlsplit(self.host).hostname or ""
+        if host == "localhost" or host.startswith("127.") or host == "::1":
+            return None
+        return host
 
 
 def _config_dir() -> Path:
@@ -71,6 +93,17 @@ def connect(timeout: int = 120):
     import docker.tls
 
     where = endpoint()
+    if where.is_ssh:  # through an SSH connection of devbox's own (tunnel.py); the SDK needs no paramiko
+        from .tunnel import open_tunnel
+
+        tunnel = open_tunnel(where.host)
+        try:
+            client = docker.DockerClient(base_url=tunnel.base_url, timeout=timeout)
+            client.ping()
+            return client
+        except Exception as e:
+            raise DockerUnavailable(f"cannot reach the Docker engine at {where} through SSH ({docker_reason(e)}): "
+                                    f"is it running there? try `ssh {tunnel.destination} docker info`") from e
     try:
         if where.source == "DOCKER_HOST":
             client = docker.from_env(timeout=timeout)  # also reads DOCKER_TLS_VERIFY and DOCKER_CERT_PATH

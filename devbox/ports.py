@@ -6,7 +6,7 @@ after a build of many seconds. A bind with SO_REUSEADDR tells at once, and costs
 
 from __future__ import annotations
 
-__all__ = ["taken_ports", "port_in_use_error", "listening"]
+__all__ = ["taken_ports", "port_in_use_error", "listening", "free_local_port", "remote_port_lines"]
 
 import socket
 
@@ -49,3 +49,25 @@ def listening(address: tuple[str, int]) -> bool:
                 return True  # the far side keeps the connection open: a real listener
     except OSError:
         return False
+
+
+def free_local_port() -> int:
+    """A loopback port no program holds now (for a forward only devbox uses)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def remote_port_lines(config: Config, host: str) -> list[str]:
+    """Where a tcp:// engine on another machine serves the published ports, one line each: on that host's
+    addresses, or, published on its loopback, nowhere this machine reaches."""
+    lines = []
+    for port in config.ports:
+        if port.host_ip.startswith("127.") or port.host_ip == "::1":
+            lines.append(f"ports: {port} is published on {host}'s own loopback, which this machine cannot reach: "
+                         f"publish it on {host}'s address (`0.0.0.0:{port.host_port}:{port.container_port}` in "
+                         f"`ports`), or reach the engine over ssh:// (devbox forwards the ports)")
+        elif port.protocol == "tcp":
+            shown = host if port.host_ip in ("0.0.0.0", "::", "") else port.host_ip
+            lines.append(f"url: http://{shown}:{port.host_port}/ (published by the engine on {host})")
+    return lines

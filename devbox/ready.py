@@ -18,10 +18,12 @@ import http.client
 import os
 import socket
 import time
+import functools
 from functools import partial
 from typing import Callable
 
 from .config import Config, Port
+from .engine import endpoint
 from .ports import listening
 from .server import ServerProcess
 
@@ -29,12 +31,21 @@ POLL = 0.005  # seconds between probes: a refused local connect costs microsecon
 
 
 def probe_address(port: Port) -> tuple[str, int]:
+    """Where this machine reaches a published port (a tcp:// engine on another host publishes on that host)."""
     host = port.host_ip
+    if host in ("0.0.0.0", "", "::") and _tcp_remote_host():
+        return _tcp_remote_host() or "", port.host_port
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"  # published on IPv6 only: 127.0.0.1 may not answer
     return host, port.host_port
+
+
+@functools.lru_cache(maxsize=1)
+def _tcp_remote_host() -> str | None:
+    where = endpoint()
+    return None if where.is_ssh else where.remote_host  # (ssh: the ports are forwarded to this machine)
 
 
 def _published(config: Config, container_port: int | None) -> Port | None:

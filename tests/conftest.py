@@ -352,3 +352,38 @@ def remote_project(tmp_path, second_engine) -> Project:
     p.path.mkdir()
     yield p
     p.cleanup()
+
+
+@pytest.fixture(scope="session")
+def ssh_engine(second_engine):
+    """The second engine reached as ssh://root@127.0.0.1:PORT through an sshd of the tests' own."""
+    from ssh_server import SshServer, can_run
+
+    why = can_run()
+    if why:
+        pytest.fail(f"cannot start the tests' sshd: {why}")
+    server = SshServer(second_engine.root / "docker.sock").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class SshProject(RemoteProject):
+    def __init__(self, path: Path, engine, server):
+        super().__init__(path, engine)
+        self.server = server
+
+    def devbox(self, *args: str, env: dict[str, str] | None = None, prefix: list[str] = ()) -> DevboxRun:
+        return Project.devbox(self, *args, env={**self.server.env(), **(env or {})}, prefix=prefix)
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        return Project.run(self, *args, env={**self.server.env(), **(env or {})}, timeout=timeout)
+
+
+@pytest.fixture
+def ssh_project(tmp_path, second_engine, ssh_engine) -> Project:
+    p = SshProject(tmp_path / "app", second_engine, ssh_engine)
+    p.path.mkdir()
+    yield p
+    p.cleanup()

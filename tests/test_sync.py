@@ -181,3 +181,28 @@ def test_an_image_without_tar_gets_the_files_through_the_archive_api(remote_proj
     (project.path / "www" / "gone.html").unlink()
     wait_http(project.port, "page two")
     wait_until(lambda: http_get(project.port, "/gone.html") is None, 10, "the deleted page gone")
+
+
+def test_over_ssh_the_files_are_synced_and_the_ports_forwarded_to_this_machine(ssh_project):
+    project = ssh_project
+    python_app(project, sync="auto")
+    up = project.up()
+    line = up.wait_for(r"files: ")
+    assert f"files: synced into /app, one way (sync: auto; the engine at {project.server.url}" in line, line
+    up.wait_for(rf"url: http://127.0.0.1:{project.port}/ \(forwarded over SSH from root@127.0.0.1\)")
+    assert wait_http(project.port, "v1") == "v1"
+    binding = project.container().attrs["NetworkSettings"]["Ports"]["8000/tcp"][0]
+    assert binding["HostIp"] == "127.0.0.1" and binding["HostPort"] != str(project.port), binding  # its own pick
+
+    project.write("value.py", "VALUE = 'v2'\n")
+    wait_http(project.port, "v2")
+    up.wait_for(r"ready in .* \(value.py changed\)")
+    assert len(project.servers("app.py")) == 1  # the old one stopped through an exec: its pids are not ours
+    shown = project.run("exec", "cat", "value.py")
+    assert shown.returncode == 0 and shown.stdout == "VALUE = 'v2'\n", shown
+    assert status(project)["container"]["files"] == "synced"
+
+    assert up.interrupt() == 0
+    down = project.run("down")
+    assert down.returncode == 0, down.stderr
+    assert project.container() is None

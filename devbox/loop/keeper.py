@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING
 
 from ..compose import Services, remember_started
 from ..config import Config
-from ..container import LABEL_HASH, Box, EventFollower, Outcome
+from ..container import LABEL_HASH, Box, ContainerState, EventFollower, Outcome
+from ..debugger import CONTAINER_PORT as DEBUG_PORT
+from ..engine import endpoint
 from ..errors import ContainerError, ContainerGone, DevboxError, DockerUnavailable, render
 from ..exposure import exposure_warnings
-from ..ports import port_in_use_error, taken_ports
+from ..ports import free_local_port, port_in_use_error, remote_port_lines, taken_ports
 from ..prestart import Prestart
 from ..sync import Placement, Syncer
+from ..tunnel import tunnel_for
 from .events import EngineAction, EngineEvent, Interrupted
 
 if TYPE_CHECKING:
@@ -44,6 +47,7 @@ class ContainerKeeper:
         self.services_started = 0.0  # when this `up` started Compose services (0: it started none)
         self.syncer: Syncer | None = None  # the container's copy of the files, when they are synced
         self.placement_said = ""
+        self.ports_said = False  # where a remote engine's ports are reached, said once an `up`
 
     @property
     def config(self) -> Config:
@@ -141,7 +145,8 @@ class ContainerKeeper:
         return next((n["IPAddress"] for n in found if n.get("IPAddress")), None)
 
     def _routes_to_bridges(self) -> bool:
-        return sys.platform == "linux" and self.loop.client.api.base_url.startswith("http+docker://")
+        return sys.platform == "linux" and self.loop.client.api.base_url.startswith("http+docker://") \
+            and endpoint().on_this_machine
 
     def attach(self, container, box: Box | None = None) -> None:
         """Make `container` (made or found by `box`, this keeper's own by default) the one the server runs
@@ -151,6 +156,7 @@ class ContainerKeeper:
         self._sync_all(container.id, (box or self.box).placement)
         self.container_id = container.id
         state = self.box.state(container.id)  # one look: its start, and the ready probe's way past the proxy
+        state = self.reach(state)
         self.started_at = state.started_at if state else ""
         self.container_ip = state.ip if state and state.ip and self._routes_to_bridges() else None
         self.loop.slot.attach_container(container.id, state)
@@ -158,6 +164,36 @@ class ContainerKeeper:
         self.follower = EventFollower(self.loop.client, container.id,
                                       lambda action, cid=container.id:
                                       events.put(EngineEvent(cid, EngineAction.of(action))))
+
+    def reach(self, state: ContainerState | None) -> ContainerState | None:
+        """The published ports where this machine reaches them: as published, or on an ssh:// engine
+        forwarded over devbox's SSH connection to this machine's loopback (the state then names the local
+        ports, so the ready probe, the browser front and the debugger need not know)."""
+        where = endpoint()
+        tunnel = tunnel_for(where.host) if where.is_ssh else None
+        if state is None or tunnel is None:
+            if state is not None and where.remote_host and not self.ports_said:
+                self.ports_said = True
+                for line in remote_port_lines(self.config, where.remote_host):
+                    self.say(line)
+            return state
+        reached: dict = {}
+        wanted = [(p.container_port, (p.host_ip, p.host_port)) for p in self.config.ports if p.protocol == "tcp"]
+        if wanted and self.config.browser is not None:  # the front has the port; the server is on one of its own
+            wanted[0] = (wanted[0][0], ("127.0.0.1", free_local_port()))
+        if self.config.debugger is not None:
+            wanted.append((DEBUG_PORT, ("127.0.0.1", free_local_port())))
+        for container_port, local in wanted:
+            remote = state.host_port(container_port)
+            if remote is not None:
+                tunnel.forward(local, remote)
+                reached[f"{container_port}/tcp"] = [{"HostIp": local[0], "HostPort": str(local[1])}]
+        if not self.ports_said:
+            self.ports_said = True
+            for p in self.config.ports:
+                self.say(f"url: http://127.0.0.1:{p.host_port}/ (forwarded over SSH from {tunnel.destination})"
+                         if p.protocol == "tcp" else f"ports: {p} is UDP, which SSH cannot forward")
+        return state._replace(ports=reached)
 
     def _sync_all(self, container_id: str, placement: Placement | None) -> None:
         if self.syncer is not None:

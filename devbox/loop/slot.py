@@ -18,6 +18,7 @@ from ..browser import BrowserFront
 from ..container import ContainerState
 from ..debugger import CONTAINER_PORT as DEBUG_PORT, DebugSession, launch_configuration
 from ..debugrelay import DebugRelay
+from ..engine import endpoint
 from ..errors import ContainerError, ContainerGone, DevboxError, DockerUnavailable
 from ..lock import runtime_dir
 from ..logs import ServerLog
@@ -107,6 +108,8 @@ class ServerSlot:
         else:
             self.launcher = ExecLauncher(api, container_id, cfg.workdir)
         self.launcher.log = self.log.write
+        if not endpoint().on_this_machine:
+            self.launcher.method = "exec"  # its pids are another machine's: the stop goes through an exec
         self.launcher_for = (cfg.preload, command, cfg.project_dir)
         if self.debugger is not None:
             self.launcher.with_debugger = self.debugger.environment

@@ -1,0 +1,136 @@
+"""An `ssh://` engine, reached through an SSH connection of devbox's own.
+
+Why not the Docker SDK's own ssh:// support: it needs paramiko, which reads only part of
+~/.ssh/config (HostName, Port, User, IdentityFile, ProxyCommand), rejects hosts missing from
+known_hosts, and multiplexes every API call into sessions of one connection, which sshd caps at
+MaxSessions (10): devbox's parallel execs then fail with "Secsh channel 11 open FAILED". With
+`use_ssh_client=True` it breaks on the first exec_start (docker/docker-py#3218). The user's own `ssh`
+has none of these limits: one master connection (`-M`) forwards a local unix socket to the engine's
+socket (`-L`, streamlocal channels, not sessions), and the published ports are added to the same
+connection (`-O forward`) once the container is up, so the app is at this machine's loopback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SshTunnel", "open_tunnel", "REMOTE_SOCKET_VAR"]
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import DockerUnavailable, UsageError
+
+REMOTE_SOCKET_VAR = "DEVBOX_SSH_DOCKER_SOCKET"  # the engine's socket on the remote host, if not the default
+DEFAULT_REMOTE_SOCKET = "/var/run/docker.sock"
+OPEN_TIMEOUT = 30.0  # seconds for the connection (BatchMode: keys from the agent or unencrypted, no prompt)
+
+
+class SshTunnel:
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise UsageError(f"DOCKER_HOST {url}: no host in it (ssh://[user@]host[:port])")
+        self.url = url
+        self.destination = (f"{parts.username}@" if parts.username else "") + parts.hostname
+        self.port = parts.port
+        self.socket: Path | None = None
+        self.control: Path | None = None
+        self.master: subprocess.Popen | None = None
+        self.forwards: dict[tuple[str, int], int] = {}  # (local address, local port) -> remote port
+
+    def _ssh(self) -> list[str]:
+        ssh = shutil.which("ssh")
+        if ssh is None:
+            raise UsageError(f"the engine at {self.url} is reached over SSH, and `ssh` (the OpenSSH client) is not "
+                             "on PATH: install it")
+        return [ssh, *(["-p", str(self.port)] if self.port else [])]
+
+    def open(self) -> "SshTunnel":
+        from .lock import runtime_dir
+
+        name = uuid.uuid4().hex[:10]
+        self.socket = runtime_dir() / f"ssh-{name}.sock"
+        self.control = runtime_dir() / f"ssh-{name}.ctl"
+        remote = os.environ.get(REMOTE_SOCKET_VAR) or DEFAULT_REMOTE_SOCKET
+        argv = [*self._ssh(), "-N", "-M", "-S", str(self.control), "-o", "ControlPersist=no", "-o", "BatchMode=yes",
+                "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15", "-o", "StreamLocalBindUnlink=yes",
+                "-L", f"{self.socket}:{remote}", self.destination]
+        self.master = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE, start_new_session=True)
+        atexit.register(self.close)
+        deadline = time.monotonic() + OPEN_TIMEOUT
+        while not self._answers():
+            if self.master.poll() is not None:
+                said = (self.master.stderr.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+                raise DockerUnavailable(f"cannot reach the engine at {self.url}: ssh {self.destination} says: {said}")
+            if time.monotonic() > deadline:
+                self.close()
+                raise DockerUnavailable(f"cannot reach the engine at {self.url}: ssh {self.destination} did not connect "
+                                        f"within {OPEN_TIMEOUT:.0f}s (try `ssh {self.destination}`)")
+            time.sleep(0.02)
+        return self
+
+    def _answers(self) -> bool:
+        if self.socket is None or not self.socket.exists():
+            return False
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(self.socket))
+                return True
+            except OSError:
+                return False
+
+    @property
+    def base_url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def forward(self, local: tuple[str, int], remote_port: int) -> None:
+        """This machine's `local` address to the remote host's loopback `remote_port`, on the same connection."""
+        if self.forwards.get(local) == remote_port:
+            return
+        if local in self.forwards:
+            self._control("cancel", local, self.forwards.pop(local))
+        self._control("forward", local, remote_port)
+        self.forwards[local] = remote_port
+
+    def _control(self, verb: str, local: tuple[str, int], remote_port: int) -> None:
+        host = f"[{local[0]}]" if ":" in local[0] else local[0]
+        result = subprocess.run([*self._ssh(), "-S", str(self.control), "-O", verb, "-L",
+                                 f"{host}:{local[1]}:127.0.0.1:{remote_port}", self.destination],
+                                capture_output=True, text=True, timeout=30)
+        if result.returncode != 0 and verb == "forward":
+            said = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UsageError(f"cannot forward {host}:{local[1]} to port {remote_port} on {self.destination} "
+                             f"({said}): is the port taken on this machine?")
+
+    def close(self) -> None:
+        if self.master is not None and self.master.poll() is None:
+            os.killpg(self.master.pid, signal.SIGTERM)
+            try:
+                self.master.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.master.pid, signal.SIGKILL)
+        for path in (self.socket, self.control):
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+
+_open: dict[str, SshTunnel] = {}
+
+
+def open_tunnel(url: str) -> SshTunnel:
+    """The process's tunnel to `url`, opened once."""
+    if url not in _open:
+        _open[url] = SshTunnel(url).open()
+    return _open[url]
+
+
+def tunnel_for(url: str) -> SshTunnel | None:
+    return _open.get(url)
