@@ -37,6 +37,8 @@ def _checks(config: Config) -> Iterator[Check]:
     except DevboxError as e:
         yield Check("fail", f"engine: {e}")
     if client is not None:
+        yield from _round_trip(client, where)
+        yield from _files(client, config, where)
         yield from _signalling(client, config)
     yield from _watching(config)
     yield from _compose(config)
@@ -49,6 +51,41 @@ def _checks(config: Config) -> Iterator[Check]:
     if client is not None:
         yield from _image(config, client)
     yield from _code(config, client)
+
+
+def _round_trip(client, where) -> Iterator[Check]:
+    """What each call to the engine costs: a save on a synced container makes about three."""
+    import time
+
+    times = []
+    for _ in range(5):
+        began = time.perf_counter()
+        client.ping()
+        times.append(time.perf_counter() - began)
+    median = sorted(times)[2] * 1000
+    level = "ok" if median < 50 else "warn"
+    yield Check(level, f"engine: round trip {median:.1f} ms (median of 5 pings to {where.host})"
+                + ("" if level == "ok" else ": each save waits for a few of these"))
+
+
+def _files(client, config: Config, where) -> Iterator[Check]:
+    """Mounted or synced: as the container was made, or what `sync:` will do."""
+    from .container import LABEL_SYNC, Box
+    from .output import say
+
+    container = Box(client, config, say).find()
+    target = config.container_path(config.project_dir) or config.workdir
+    if container is not None:
+        synced = container.labels.get(LABEL_SYNC) == "synced"
+        yield Check("ok", f"files: {'synced into' if synced else 'mounted at'} {target} in container {container.name}"
+                          + (" (one way: what the server writes stays there; `devbox exec` reads it)" if synced else ""))
+    elif config.sync is None:
+        hint = f"on {where.remote_host}, so likely synced" if where.remote_host or where.is_ssh \
+            else "on this machine, so likely mounted"
+        yield Check("ok", f"files: sync: auto asks the engine at `up` whether it sees this folder (the engine is {hint})")
+    else:
+        yield Check("ok", f"files: {'synced into' if config.sync else 'mounted at'} {target} (sync: "
+                          f"{str(config.sync).lower()} in {config.file.name})")
 
 
 def _signalling(client, config: Config) -> Iterator[Check]:

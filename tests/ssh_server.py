@@ -66,6 +66,12 @@ class SshServer:
                     raise RuntimeError(f"the tests' sshd did not start:\n{log}")
                 time.sleep(0.05)
 
+    def also_known_at(self, port: int) -> None:
+        """Its host key, known at another port too (a proxy in front of it)."""
+        line = (self.root / "known_hosts").read_text().split(" ", 1)[1]
+        with open(self.root / "known_hosts", "a") as f:
+            f.write(f"[127.0.0.1]:{port} {line}")
+
     def env(self) -> dict[str, str]:
         return {"DOCKER_HOST": self.url, "PATH": f"{self.bin}:{os.environ['PATH']}"}
 

@@ -4,6 +4,7 @@ tests' own that cannot see the test projects (second_engine.py), as an engine on
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 from conftest import http_get, wait_http, wait_until
@@ -82,6 +83,9 @@ def test_a_synced_container_serves_each_save_and_has_no_mount_of_the_project(rem
     shown = project.run("exec", "cat", "pkg/sub/new.txt")
     assert shown.returncode == 0 and shown.stdout == "a new folder\n", shown
     assert status(project)["container"]["files"] == "synced"
+    doctor = project.run("doctor")
+    assert f"files: synced into /app in container devbox-{project.name}" in doctor.stderr, doctor.stderr
+    assert re.search(r"ok +engine: round trip \d+\.\d ms \(median of 5 pings to tcp://127.0.0.1:", doctor.stderr)
 
     up.interrupt()
     down = project.run("down")

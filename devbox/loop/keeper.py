@@ -10,7 +10,7 @@ __all__ = ["ContainerKeeper"]
 import json
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..compose import Services, remember_started
 from ..config import Config
@@ -210,19 +210,31 @@ class ContainerKeeper:
             sent = self.loop.interruptible(self.syncer.send_all)
             self.say(f"synced {sent} through {self.syncer.way}")
 
-    def sync(self, paths: set[str]) -> bool:
-        """Send a batch's changes to a synced container before anything acts on them; False (said) if they
-        could not be sent: the server then keeps the files it has."""
-        if self.syncer is None:
+    def sync(self, paths: set[str]) -> Callable[[], bool]:
+        """Start sending a batch's changes to a synced container; returns `files_in`, which waits until
+        they are there (True) or could not be sent (False, said once). The old server's stop does not
+        need them, so the caller waits only before what reads them: a start, a setup, an exec rule."""
+        syncer = self.syncer
+        if syncer is None:
+            return lambda: True
+        sending = syncer.send_soon(paths)
+        answer: list[bool] = []
+
+        def files_in() -> bool:
+            if answer:
+                return answer[0]
+            try:
+                sent = sending.result()
+            except DevboxError as e:
+                self.say_failure(e)
+                answer.append(False)
+                return False
+            if sent is not None and self.loop.trace:
+                self.say(f"trace: synced {sent}")
+            answer.append(True)
             return True
-        try:
-            sent = self.syncer.send(paths)
-        except DevboxError as e:
-            self.say_failure(e)
-            return False
-        if sent is not None and self.loop.trace:
-            self.say(f"trace: synced {sent}")
-        return True
+
+        return files_in
 
     def ensure_setup(self, container, outcome: Outcome) -> None:
         """Run setup unless this container finished it; a failed first setup removes the container."""

@@ -194,9 +194,12 @@ class ServerSlot:
 
     # -- start, stop -----------------------------------------------------------------------------
 
-    def restart(self, reason: str, seen: float) -> None:
+    def restart(self, reason: str, seen: float, files_in: Callable[[], bool] = lambda: True) -> None:
+        """Stop, then start once the batch's files are in (a synced container gets them meanwhile; if they
+        could not be sent, that was said, and the server starts on the files it has)."""
         acted = time.monotonic()
         self.stop()
+        files_in()
         stopped = time.monotonic()
         self.start(reason, seen)
         if self.loop.trace:
@@ -406,12 +409,13 @@ class ServerSlot:
             self.say(str(e))
             return -1
 
-    def held_back(self, paths: set[str]) -> bool:
+    def held_back(self, paths: set[str], files_in: Callable[[], bool] = lambda: True) -> bool:
         """Every changed .py file fails to parse, here and in the container: keep the old server serving."""
         cfg = self.config
         errors = host_errors(cfg.project_dir, paths)
         if not errors or self.launcher is None:
             return False
+        files_in()  # the container's copy is what it parses
         inside = [cfg.container_path(cfg.project_dir / line.split(":", 1)[0]) for line in errors]
         if None in inside or self.launcher.parses_inside([p for p in inside if p]):
             return False  # not mounted, no python3 there, or its grammar accepts one: the container decides

@@ -125,12 +125,16 @@ class Supervisor:
 
     def on_changes(self, paths: set[str], seen: float) -> None:
         slot, keeper = self.slot, self.keeper
-        if not keeper.sync(paths):  # a synced container gets the files first: the restart must serve them
-            return
+        # a synced container gets the files while the old server stops: what reads them waits for them
+        files_in = keeper.sync(paths)
         paths = self.live.take(paths)
         todo = plan(paths, self.config.watch.rules)
         forget_bytecode(self.config.project_dir, paths)
-        slot.stylesheets_changed([p for p in todo.untouched if p.endswith(".css")])
+        stylesheets = [p for p in todo.untouched if p.endswith(".css")]
+        if stylesheets and files_in():
+            slot.stylesheets_changed(stylesheets)
+        if (todo.exec or todo.setup or todo.rebuild) and not files_in():
+            return
         for command in todo.exec:
             self.say(f"running `{show(command)}` ({todo.reason})")
             slot.run_in_container(command)
@@ -144,10 +148,10 @@ class Supervisor:
                 self.say("setup failed; waiting for a change")
                 return
             keeper.mark_setup_done()
-        if todo.restart and slot.held_back(paths):
+        if todo.restart and slot.held_back(paths, files_in):
             return
         if todo.restart:
-            slot.restart(todo.reason, seen)
+            slot.restart(todo.reason, seen, files_in)
 
     def on_control(self, event: Control) -> None:
         slot = self.slot

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = ["Syncer", "Sent"]
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ class Syncer:
         self.batches = 0  # archives sent, the first one included
         self.files = 0  # files sent in all
         self.deleted = 0
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="devbox-sync")  # in order, one at a time
 
     @property
     def way(self) -> str:
@@ -62,6 +64,10 @@ class Syncer:
         self.synced = {p for p in now if p is not None}
         self._remember()
         return Sent(archive.files, len(gone), archive.size, time.monotonic() - began)
+
+    def send_soon(self, changed: Iterable[str]) -> Future:
+        """`send` in the syncer's own thread, after the batches before it: a Future of what was sent."""
+        return self.worker.submit(self.send, list(changed))
 
     def send(self, changed: Iterable[str]) -> Sent | None:
         """The changed paths the watcher reported (relative to the project folder, or absolute); None if
@@ -100,5 +106,6 @@ class Syncer:
         return {"way": self.way, "batches": self.batches, "files": self.files, "deleted": self.deleted}
 
     def close(self) -> None:
+        self.worker.shutdown(wait=True)
         self._remember()
         self.transport.close()
