@@ -312,6 +312,7 @@ class PreloadLauncher(ExecLauncher):
         self._spawn(env)
 
     def close(self) -> None:
+        super().close()
         with self.lock:
             self.closed = True
             if self.preloader is not None:

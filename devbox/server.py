@@ -36,6 +36,7 @@ from docker import APIClient
 
 from . import inside, output
 from .inside import SERVER_RECORD, TASK_RECORD
+from .channel import Channel, ChannelFailed
 from .errors import ContainerError, docker_error
 from .output import Lines
 
@@ -128,6 +129,7 @@ class ExecLauncher:
         self.log: Callable[[list[str]], None] = lambda lines: None  # where the server's lines are kept
         self.last_stop = ""  # "host" or "exec": how the last stop reached the server (for the trace)
         self.last_start = "cold"  # how the last start was made (for the trace)
+        self.channel: Channel | None = None  # devbox's channel into the container (remote engines: the stops)
         # the debugger's part of a start's environment (debugger.py), when it is on
         self.with_debugger: Callable[[dict[str, str]], dict[str, str]] | None = None
 
@@ -136,6 +138,8 @@ class ExecLauncher:
 
     def close(self) -> None:
         """This launcher will not start anything again."""
+        if self.channel is not None:
+            self.channel.close()
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -377,6 +381,15 @@ class ExecLauncher:
         self._stop_by_exec("SIGKILL", 0, TASK_RECORD, "")
 
     def _run(self, argv: list[str]) -> str:
+        """Run a helper command in the container: through devbox's channel where there is one and it is
+        free (a remote engine: no exec of its own), else by an exec."""
+        if self.channel is not None:
+            try:
+                out = self.channel.run(argv)
+                if out is not None:
+                    return out
+            except ChannelFailed:
+                self.channel = None  # gone with the container, most likely: the exec says so properly
         try:
             exec_id = self.api.exec_create(self.container_id, argv)["Id"]
             out = self.api.exec_start(exec_id)

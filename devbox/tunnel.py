@@ -31,6 +31,9 @@ from .errors import DockerUnavailable, UsageError
 
 REMOTE_SOCKET_VAR = "DEVBOX_SSH_DOCKER_SOCKET"  # the engine's socket on the remote host, if not the default
 DEFAULT_REMOTE_SOCKET = "/var/run/docker.sock"
+# The connection's one session: a terminal, so that sshd sets TCP_NODELAY on its side too (it does for
+# terminal sessions only; without it, two small answers in a row wait 40 ms for the client's delayed ack)
+KEEP_OPEN = "exec sleep 2147483647"
 OPEN_TIMEOUT = 30.0  # seconds for the connection (BatchMode: keys from the agent or unencrypted, no prompt)
 
 
@@ -71,10 +74,10 @@ class SshTunnel:
         self.socket = runtime_dir() / f"ssh-{name}.sock"
         self.control = runtime_dir() / f"ssh-{name}.ctl"
         remote = os.environ.get(REMOTE_SOCKET_VAR) or DEFAULT_REMOTE_SOCKET
-        argv = [*self._ssh(), *self._nodelay(), "-N", "-M", "-S", str(self.control), "-o", "ControlPersist=no",
+        argv = [*self._ssh(), *self._nodelay(), "-tt", "-M", "-S", str(self.control), "-o", "ControlPersist=no",
                 "-o", "BatchMode=yes",
                 "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15", "-o", "StreamLocalBindUnlink=yes",
-                "-L", f"{self.socket}:{remote}", self.destination]
+                "-L", f"{self.socket}:{remote}", self.destination, KEEP_OPEN]
         self.master = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.PIPE, start_new_session=True)
         atexit.register(self.close)

@@ -63,7 +63,7 @@ def test_a_synced_container_serves_each_save_and_has_no_mount_of_the_project(rem
     python_app(project)
     up = project.up()
     up.wait_for(r"files: synced into /app, one way \(sync: true in devbox.yaml\)")
-    up.wait_for(r"synced 5 files .* through an exec'd sh")  # app, value, .gitignore, old.txt, devbox.yaml
+    up.wait_for(r"synced 5 files .* through devbox's channel")  # app, value, .gitignore, old.txt, devbox.yaml
     assert wait_http(project.port, "v1") == "v1"
     mounts = project.container().attrs["Mounts"]
     assert not [m for m in mounts if m["Type"] == "bind"], mounts

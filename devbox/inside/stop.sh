@@ -49,8 +49,11 @@ alive || { rm -f "$rec"; exit 0; }
 kill -$sig ${pg:+-$pg} $marked 2>/dev/null
 echo signalled
 n=0
+q=0
 while :; do
   while alive; do
+    # most servers are gone within 10 ms: ten quick looks first, then every 20 ms
+    if [ $q -lt 10 ]; then q=$((q + 1)); sleep 0.002; continue; fi
     if [ $n -eq $steps ]; then kill -KILL ${pg:+-$pg} $marked 2>/dev/null; echo killed; fi
     [ $n -gt $((steps + $grace)) ] && { echo stuck; exit 1; }
     sleep 0.02

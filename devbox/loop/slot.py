@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..browser import BrowserFront
 from ..container import ContainerState
 from ..debugger import CONTAINER_PORT as DEBUG_PORT, DebugSession, launch_configuration
+from ..channel import open_channel
 from ..debugrelay import DebugRelay
 from ..engine import endpoint
 from ..errors import ContainerError, ContainerGone, DevboxError, DockerUnavailable
@@ -108,8 +109,12 @@ class ServerSlot:
         else:
             self.launcher = ExecLauncher(api, container_id, cfg.workdir)
         self.launcher.log = self.log.write
-        if not endpoint().on_this_machine:
-            self.launcher.method = "exec"  # its pids are another machine's: the stop goes through an exec
+        if not endpoint().on_this_machine:  # its pids are another machine's: stops go through devbox's channel
+            self.launcher.method = "exec"
+            try:
+                self.launcher.channel = open_channel(api, container_id)
+            except DevboxError:
+                pass  # the container went away: its recovery makes a new launcher
         self.launcher_for = (cfg.preload, command, cfg.project_dir)
         if self.debugger is not None:
             self.launcher.with_debugger = self.debugger.environment

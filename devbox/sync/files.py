@@ -146,7 +146,14 @@ class Archive:
 
     @property
     def size(self) -> int:
-        return self.data.tell() if self.members else 0
+        """The tar's length in bytes (0: nothing to extract)."""
+        if not self.members:
+            return 0
+        at = self.data.tell()
+        self.data.seek(0, io.SEEK_END)
+        size = self.data.tell()
+        self.data.seek(at)
+        return size
 
     def bytes(self) -> bytes:
         self.data.seek(0)

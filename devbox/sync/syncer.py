@@ -20,7 +20,7 @@ from docker import APIClient
 
 from ..config import Config
 from ..lock import runtime_dir
-from .channel import open_channel
+from .transport import files_transport
 from .files import Archive, SyncedTree
 
 
@@ -40,7 +40,7 @@ class Syncer:
     def __init__(self, api: APIClient, config: Config, container_id: str):
         self.config, self.container_id = config, container_id
         self.tree = SyncedTree(config)
-        self.transport = open_channel(api, container_id)
+        self.transport = files_transport(api, container_id)
         self.record = runtime_dir() / f"{config.name}.synced.json"
         self.synced: set[str] = set()  # container paths of the files sent (for deletions while down)
         self.batches = 0  # archives sent, the first one included
