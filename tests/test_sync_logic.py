@@ -92,3 +92,54 @@ def test_the_placement_line_says_where_and_why(tmp_path):
         "files: synced into /app, one way (sync: true in devbox.yaml)"
     assert Placement(False, "sync: auto; the engine sees this folder").line(config) == \
         "files: mounted at /app (sync: auto; the engine sees this folder)"
+
+
+def test_an_endpoint_on_another_host_is_a_hint_of_a_remote_engine():
+    from devbox.engine import Endpoint
+
+    for host, remote in (("unix:///var/run/docker.sock", None), ("tcp://127.0.0.1:2375", None),
+                         ("tcp://localhost:2375", None), ("tcp://buildbox:2376", "buildbox"),
+                         ("ssh://me@buildbox", "buildbox"), ("ssh://me@127.0.0.1:2222", None)):
+        assert Endpoint(host, "test").remote_host == remote, host
+    assert Endpoint("ssh://me@127.0.0.1:2222", "test").on_this_machine is False  # reached through its tunnel
+    assert Endpoint("tcp://127.0.0.1:2375", "test").on_this_machine is True
+
+
+def test_a_tcp_engine_on_another_host_says_where_its_ports_are(tmp_path):
+    from devbox.ports import remote_port_lines
+
+    config = load_config(make(tmp_path, 'ports: ["8000:8000", "0.0.0.0:9000:9000"]\n') / "devbox.yaml")
+    first, second = remote_port_lines(config, "buildbox")
+    assert first.startswith("ports: 127.0.0.1:8000:8000 is published on buildbox's own loopback, which this "
+                            "machine cannot reach: publish it on buildbox's address (`0.0.0.0:8000:8000`")
+    assert second == "url: http://buildbox:9000/ (published by the engine on buildbox)"
+
+
+def test_the_channel_runs_a_command_and_returns_exactly_its_output():
+    """The channel's "run" answer: the output, a newline of the channel's own, and the marker line (here
+    from a fake socket that speaks the exec stream's 8-byte frames)."""
+    import struct
+
+    from devbox.channel import Channel
+
+    class FakeSocket:
+        def __init__(self) -> None:
+            self.sent, self.out = b"", b""
+
+        def settimeout(self, t: float) -> None:
+            pass
+
+        def sendall(self, data: bytes) -> None:
+            self.sent += data
+            if data.startswith(b"run "):
+                marker = data.split(b"\n", 1)[0].split()[2]
+                body = b"signalled\nkilled" + b"\n" + marker + b" 0\n"
+                self.out += b"\x01\x00\x00\x00" + struct.pack(">I", len(body)) + body
+
+        def recv(self, n: int) -> bytes:
+            data, self.out = self.out[:n], self.out[n:]
+            return data
+
+    sock = FakeSocket()
+    assert Channel(sock, files=True).run(["sh", "-c", "echo 'a b'"]) == "signalled\nkilled"
+    assert sock.sent.split(b"\n", 1)[1] == b"exec sh -c 'echo '\"'\"'a b'\"'\"''\n"

@@ -46,7 +46,9 @@ def test_status_json_matches_what_docker_says(project, busybox_image):
     container = project.container()
     assert status["container"] == {"name": container.name, "id": container.id, "state": "running",
                                    "image": "devbox-test/busybox:1",  # by the name devbox.yaml gives it
-                                   "image_id": container.attrs["Image"], "created": container.attrs["Created"]}
+                                   "image_id": container.attrs["Image"], "created": container.attrs["Created"],
+                                   "files": "mounted"}
+    assert status["sync"] is None  # (a synced container's: tests/test_sync.py)
     assert status["up"]["pid"] == run.proc.pid and status["restarts"] == 1
     assert status["server"]["ready"] and status["server"]["started_because"] == "www/index.html changed"
     host_pids = {int(row[0]) for row in project.client.api.top(container.id, ps_args="-o pid,args")["Processes"]
