@@ -225,7 +225,13 @@ class Box:
         cfg = self.config
         if cfg.sync is not None:
             self.placement = Placement(cfg.sync, f"sync: {str(cfg.sync).lower()} in {cfg.file.name}")
-            return self._create(image_id, temporary, cfg.sync)
+            try:
+                return self._create(image_id, temporary, cfg.sync)
+            except ContainerError as e:
+                if cfg.sync or not any(text in str(e) for text in MOUNT_SOURCE_MISSING):
+                    raise
+                raise ContainerError(f"the engine at {endpoint()} cannot see {cfg.project_dir} (it is on another "
+                                     f"machine?): set `sync: auto` in {cfg.file.name} to copy the files in") from e
         try:
             container = self._create(image_id, temporary, synced=False)
         except ContainerError as e:

@@ -210,3 +210,12 @@ def test_over_ssh_the_files_are_synced_and_the_ports_forwarded_to_this_machine(s
     down = project.run("down")
     assert down.returncode == 0, down.stderr
     assert project.container() is None
+
+
+def test_sync_false_on_an_engine_that_cannot_see_the_folder_says_how_to_fix_it(remote_project):
+    python_app(remote_project, sync="false")
+    up = remote_project.up()
+    assert up.wait(60) == 1
+    assert (f"the engine at {remote_project.engine.host} (DOCKER_HOST) cannot see {remote_project.path} (it is on "
+            "another machine?): set `sync: auto` in devbox.yaml to copy the files in") in up.output, up.output
+    assert "Traceback" not in up.output
