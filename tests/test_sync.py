@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 
 from conftest import http_get, wait_http, wait_until
 
@@ -205,6 +206,10 @@ def test_over_ssh_the_files_are_synced_and_the_ports_forwarded_to_this_machine(s
     shown = project.run("exec", "cat", "value.py")
     assert shown.returncode == 0 and shown.stdout == "VALUE = 'v2'\n", shown
     assert status(project)["container"]["files"] == "synced"
+    restart = project.run("restart")
+    assert restart.returncode == 0 and "ready in" in restart.stderr, restart
+    assert len(project.servers("app.py")) == 1
+    assert '"GET / HTTP/1.1" 200' in project.run("logs").stdout  # the server's own lines, kept here
 
     assert up.interrupt() == 0
     down = project.run("down")
@@ -219,3 +224,53 @@ def test_sync_false_on_an_engine_that_cannot_see_the_folder_says_how_to_fix_it(r
     assert (f"the engine at {remote_project.engine.host} (DOCKER_HOST) cannot see {remote_project.path} (it is on "
             "another machine?): set `sync: auto` in devbox.yaml to copy the files in") in up.output, up.output
     assert "Traceback" not in up.output
+
+
+def test_after_a_storm_of_saves_the_container_holds_exactly_the_hosts_files(remote_project):
+    """150 saves, creations and deletions at random intervals (0-40 ms): the batches go in order, one
+    at a time, so at the end the container's copy is the host's, file for file, and serves the last save."""
+    import hashlib
+    import random
+
+    project = remote_project
+    python_app(project)
+    up = project.up()
+    wait_http(project.port, "v1")
+    rng = random.Random(19)
+    for i in range(150):
+        roll = rng.random()
+        if roll < 0.6:
+            project.write("value.py", f"VALUE = 'storm {i}'\n")
+        elif roll < 0.8:
+            project.write(f"extra/f{rng.randrange(10)}.txt", f"{i}\n" * rng.randrange(1, 50))
+        else:
+            (project.path / "extra" / f"f{rng.randrange(10)}.txt").unlink(missing_ok=True)
+        time.sleep(rng.random() * 0.04)
+    project.write("value.py", "VALUE = 'calm'\n")
+    wait_http(project.port, "calm", timeout=60)
+
+    def host_tree() -> dict:
+        return {f"/app/{p.relative_to(project.path).as_posix()}": hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in project.path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                and p.name not in ("secret.txt", "notes.bak")}
+
+    def container_tree() -> dict:
+        out = in_container(project, "sh", "-c", "find /app -type f ! -path '*/__pycache__/*' | xargs sha256sum")
+        return {line.split()[1]: line.split()[0] for line in out.splitlines()}
+
+    wait_until(lambda: container_tree() == host_tree(), 20, "the container's files to be the host's")
+    assert up.count(r"could not be|cannot write|did not answer") == 0, up.output
+
+
+def test_a_synced_container_removed_behind_devboxs_back_comes_back_with_the_files(remote_project):
+    project = remote_project
+    python_app(project)
+    up = project.up()
+    wait_http(project.port, "v1")
+    project.container().remove(force=True)
+    up.wait_for(r"creating it again")
+    up.wait_for(r"synced 5 files", count=2)  # all of them again, into the new container
+    wait_http(project.port, "v1")
+    project.write("value.py", "VALUE = 'after'\n")
+    assert wait_http(project.port, "after") == "after"
+    assert up.proc.poll() is None

@@ -143,3 +143,17 @@ def test_the_channel_runs_a_command_and_returns_exactly_its_output():
     sock = FakeSocket()
     assert Channel(sock, files=True).run(["sh", "-c", "echo 'a b'"]) == "signalled\nkilled"
     assert sock.sent.split(b"\n", 1)[1] == b"exec sh -c 'echo '\"'\"'a b'\"'\"''\n"
+
+
+def test_an_ssh_engine_without_the_ssh_client_says_what_to_install(tmp_path):
+    import subprocess
+    import sys
+
+    make(tmp_path)
+    env = {"PATH": str(tmp_path / "empty-bin"), "DOCKER_HOST": "ssh://me@buildbox", "HOME": str(tmp_path),
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    result = subprocess.run([sys.executable, "-m", "devbox", "status"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2, result
+    assert result.stderr.strip() == ("devbox: the engine at ssh://me@buildbox is reached over SSH, and `ssh` (the "
+                                     "OpenSSH client) is not on PATH: install it"), result.stderr
