@@ -109,6 +109,10 @@ class Channel:
 
     def close(self) -> None:
         try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a read under way in another thread; close alone may not
+        except OSError:
+            pass
+        try:
             self.sock.close()  # its stdin closes: the script's `read` ends it
         except OSError:
             pass

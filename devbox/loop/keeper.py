@@ -229,6 +229,11 @@ class ContainerKeeper:
                 self.say_failure(e)
                 answer.append(False)
                 return False
+            except Exception as e:  # a bug in the syncer: one line, and the loop goes on
+                self.say(f"the files could not be synced ({type(e).__name__}: {e}); the server starts on "
+                         "what the container has")
+                answer.append(False)
+                return False
             if sent is not None and self.loop.trace:
                 self.say(f"trace: synced {sent}")
             answer.append(True)

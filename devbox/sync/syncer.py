@@ -106,6 +106,6 @@ class Syncer:
         return {"way": self.way, "batches": self.batches, "files": self.files, "deleted": self.deleted}
 
     def close(self) -> None:
-        self.worker.shutdown(wait=True)
+        self.transport.close()  # first: a batch under way then fails at once instead of waiting for its answer
+        self.worker.shutdown(wait=True, cancel_futures=True)
         self._remember()
-        self.transport.close()
