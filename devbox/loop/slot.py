@@ -14,6 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from .. import output
 from ..browser import BrowserFront
 from ..container import ContainerState
 from ..debugger import CONTAINER_PORT as DEBUG_PORT, DebugSession, launch_configuration
@@ -303,6 +304,10 @@ class ServerSlot:
                                  "--debug` and report it",
         }
         line = lines.get(event.outcome, "")  # EXITED and CANCELLED: the exit's line, or the newer start's
+        if line and self.config.ready.log is not None:
+            # the line that made it ready is on its way to stdout, in another thread: let it go first (a
+            # paused reader holds this back for 50 ms at most)
+            output.stdout().flush(0.05)
         if line:
             self.say(line)
             self.answer_waiting({"ok": event.proc.ready, "line": line})

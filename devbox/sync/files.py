@@ -37,7 +37,7 @@ class SyncedTree:
         self.filter = ChangeFilter(config.project_dir, rules, config.watched_files())
 
     def wanted(self, path: Path) -> bool:
-        """True if `path` (a file, or a folder for `is_dir`) is sent."""
+        """True if `path` (a file, or a folder and what is in it) is sent."""
         if path.is_dir():
             return not self.filter.folder_ignored(str(path))
         return self.filter(watchfiles.Change.modified, str(path))
