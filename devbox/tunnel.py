@@ -16,12 +16,10 @@ __all__ = ["SshTunnel", "open_tunnel", "REMOTE_SOCKET_VAR"]
 
 import atexit
 import os
-import shlex
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -31,20 +29,11 @@ from .errors import DockerUnavailable, UsageError
 
 REMOTE_SOCKET_VAR = "DEVBOX_SSH_DOCKER_SOCKET"  # the engine's socket on the remote host, if not the default
 DEFAULT_REMOTE_SOCKET = "/var/run/docker.sock"
-# The connection's one session: a terminal, so that sshd sets TCP_NODELAY on its side too (it does for
-# terminal sessions only; without it, two small answers in a row wait 40 ms for the client's delayed ack)
+# The connection's one session, with a terminal: ssh and sshd set TCP_NODELAY for terminal sessions only.
+# Without it Nagle's rule holds every second small write until the first is acknowledged, and the other
+# end delays that ack by 40 ms: each API call whose headers and body went in two writes paid 40 ms.
 KEEP_OPEN = "exec sleep 2147483647"
 OPEN_TIMEOUT = 30.0  # seconds for the connection (BatchMode: keys from the agent or unencrypted, no prompt)
-
-
-# ssh's ProxyCommand with ProxyUseFdpass: connect, set TCP_NODELAY, hand the socket to ssh on stdout
-CONNECT_NODELAY = """\
-import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-s.settimeout(None)
-socket.send_fds(socket.socket(fileno=1), [b"\\0"], [s.fileno()])
-"""
 
 
 class SshTunnel:
@@ -74,7 +63,7 @@ class SshTunnel:
         self.socket = runtime_dir() / f"ssh-{name}.sock"
         self.control = runtime_dir() / f"ssh-{name}.ctl"
         remote = os.environ.get(REMOTE_SOCKET_VAR) or DEFAULT_REMOTE_SOCKET
-        argv = [*self._ssh(), *self._nodelay(), "-tt", "-M", "-S", str(self.control), "-o", "ControlPersist=no",
+        argv = [*self._ssh(), "-tt", "-M", "-S", str(self.control), "-o", "ControlPersist=no",
                 "-o", "BatchMode=yes",
                 "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15", "-o", "StreamLocalBindUnlink=yes",
                 "-L", f"{self.socket}:{remote}", self.destination, KEEP_OPEN]
@@ -92,24 +81,6 @@ class SshTunnel:
                                         f"within {OPEN_TIMEOUT:.0f}s (try `ssh {self.destination}`)")
             time.sleep(0.02)
         return self
-
-    def _nodelay(self) -> list[str]:
-        """Options that connect the SSH connection's TCP socket with TCP_NODELAY, unless the user's config
-        has a proxy of its own for the host (a bastion: kept as it is).
-
-        Why: ssh sets TCP_NODELAY only for sessions with a terminal; this one has none, so Nagle's rule
-        holds every second small write until the first is acknowledged, and the far side delays that ack
-        by 40 ms: a Docker API call whose headers and body go in two writes paid 40 ms, a save ~100 ms.
-        ssh's ProxyUseFdpass takes the socket a proxy command connected, options and all."""
-        try:
-            effective = subprocess.run([*self._ssh(), "-G", self.destination], capture_output=True, text=True,
-                                       timeout=10).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return []
-        if any(line.split(" ", 1)[0] in ("proxycommand", "proxyjump") for line in effective.splitlines()):
-            return []
-        return ["-o", f"ProxyCommand={shlex.quote(sys.executable)} -c {shlex.quote(CONNECT_NODELAY)} %h %p",
-                "-o", "ProxyUseFdpass=yes"]
 
     def _answers(self) -> bool:
         if self.socket is None or not self.socket.exists():
