@@ -387,3 +387,15 @@ def ssh_project(tmp_path, second_engine, ssh_engine) -> Project:
     p.path.mkdir()
     yield p
     p.cleanup()
+
+
+@pytest.fixture(params=["tcp", "ssh"])
+def any_remote_project(request, tmp_path, second_engine) -> Project:
+    """The same test against the second engine over tcp:// and over ssh://."""
+    if request.param == "ssh":
+        p = SshProject(tmp_path / "app", second_engine, request.getfixturevalue("ssh_engine"))
+    else:
+        p = RemoteProject(tmp_path / "app", second_engine)
+    p.path.mkdir()
+    yield p
+    p.cleanup()
