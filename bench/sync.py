@@ -20,7 +20,6 @@ Contenders:
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -28,8 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import yaml
@@ -42,30 +39,6 @@ import reload  # noqa: E402
 from latency import DelayProxy  # noqa: E402
 from second_engine import SecondEngine  # noqa: E402
 from ssh_server import SshServer  # noqa: E402
-
-
-def get(host: str, port: int) -> str | None:
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/hello/", timeout=2) as r:
-            return r.read().decode()
-    except (urllib.error.URLError, http.client.HTTPException, OSError):
-        return None
-
-
-def saves(app: Path, host: str, port: int, count: int, tag: str) -> list[float]:
-    """bench/reload.py's saves, observed at `host` (the same 5 ms poll)."""
-    times = []
-    for i in range(count):
-        value = f"{tag}-{i}-" + "x" * i
-        time.sleep(0.5)
-        began = time.monotonic()
-        (app / "mysite" / "value.py").write_text(apps.value_module(value))
-        while get(host, port) != f"hello {value}":
-            if time.monotonic() - began > 60:
-                raise TimeoutError(value)
-            time.sleep(reload.POLL)
-        times.append(time.monotonic() - began)
-    return times
 
 
 def ping_ms(docker_host: str) -> float:
@@ -91,9 +64,9 @@ def contender(app: Path, site: Path, saves_count: int, sync: str, env: dict, obs
         run.wait_line(r"ready in", timeout=300)
         placement = next(line for _, line in run.lines if "files:" in line)
         seen = observe(port)
-        saves(app, "127.0.0.1", seen, reload.WARM_UP, "warm-up")
+        reload.saves(app, seen, reload.WARM_UP, "warm-up", settle=0.5)
         before = run.count(r"start exec \(preloaded\)")
-        times = saves(app, "127.0.0.1", seen, saves_count, "sync")
+        times = reload.saves(app, seen, saves_count, "sync", settle=0.5)
         run.wait_count(r"start exec \(", reload.WARM_UP + saves_count, timeout=60)
         synced = [float(line.rsplit(" in ", 1)[1].split(" ms")[0]) for _, line in run.lines
                   if "trace: synced" in line][-saves_count:]
