@@ -129,6 +129,26 @@ def test_a_checkout_of_1000_files_is_one_archive_and_one_restart(any_remote_proj
     assert status(project)["sync"]["batches"] == after["sync"]["batches"] + 1
 
 
+def test_the_new_server_starts_only_when_the_batch_is_in(remote_project):
+    """A save that comes with a big file: its archive takes far longer to send and extract than the server
+    takes to start, and value.py comes after the big file in it. A start that did not wait would import
+    the old value.py, and nothing would restart it again."""
+    import os
+
+    project = remote_project
+    python_app(project)
+    up = project.up()
+    wait_http(project.port, "v1")
+    staged = project.path.parent / "blob.bin"
+    staged.write_bytes(os.urandom(40 * 1024 * 1024))
+    project.write("assets/.keep", "")
+    up.wait_for(r"ready in .* \(assets/.keep changed\)")
+    os.rename(staged, project.path / "assets" / "blob.bin")  # one event, then the save at once: one batch
+    project.write("value.py", "VALUE = 'with the blob'\n")
+    up.wait_for(r"ready in .* \(assets/blob.bin and 1 more changed\)", timeout=60)
+    assert http_get(project.port) == "with the blob"
+
+
 def test_auto_syncs_where_the_engine_cannot_see_the_folder(remote_project):
     python_app(remote_project, sync="auto")
     up = remote_project.up()

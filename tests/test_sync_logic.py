@@ -53,8 +53,8 @@ def test_a_batch_sends_what_exists_deletes_what_is_gone_and_forgets_bytecode(tmp
     archive = Archive.of(SyncedTree(config), [tmp_path / "pkg" / "mod.py", tmp_path / "gone.txt", tmp_path / "new",
                                               tmp_path / "local.txt", tmp_path / "/elsewhere/x"])
     assert set(names(archive)) == {"app/pkg/mod.py", "app/new", "app/new/a.txt"}
-    assert archive.deletions == ["/app/pkg/__pycache__/mod.*.pyc", "/app/gone.txt"]
-    assert archive.deletion_list == b"/app/pkg/__pycache__/mod.*.pyc\n/app/gone.txt\n"
+    assert archive.deletions == ["/app/gone.txt", "/app/pkg/__pycache__/mod.*.pyc"]  # in path order
+    assert archive.deletion_list == b"/app/gone.txt\n/app/pkg/__pycache__/mod.*.pyc\n"
 
 
 def test_an_empty_batch_sends_no_archive(tmp_path):

@@ -13,6 +13,7 @@ __all__ = ["SyncedTree", "Archive"]
 import io
 import os
 import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -89,11 +90,9 @@ class Archive:
     def of(cls, tree: SyncedTree, paths: Iterable[Path]) -> "Archive":
         """The archive for these host paths: the ones that exist go in (a folder with what it holds), the
         ones that are gone are deleted. Paths outside every mount, or ignored, are left out."""
-        import tempfile
-
         archive = cls(tempfile.SpooledTemporaryFile(SPOOL))  # type: ignore[arg-type]
         with tarfile.open(fileobj=archive.data, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for path in paths:
+            for path in sorted(paths):  # the same batch, the same archive
                 target = tree.target(path)
                 if target is None:
                     continue
