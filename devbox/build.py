@@ -8,13 +8,13 @@ Dockerfiles) and a BuildKit-only Dockerfile fails with a line saying to
 install Compose. `DEVBOX_BUILDER=compose|legacy` picks one.
 
 An image is built when it is missing, when its build inputs changed (the
-Dockerfile, args, target, .dockerignore, and the files of the context not
-excluded by .dockerignore, by path, size and mtime), or when asked (`up
+Dockerfile, args, target, .dockerignore, and the context files the Dockerfile
+uses, by path, size and mtime: see `inputs_hash`), or when asked (`up
 --build`, the `rebuild` rule). The inputs' hash is a label on the image.
-Files under a bind mount are not inputs: the server sees them through the
-mount, so an edit there never rebuilds; except the files the Dockerfile names
-(`COPY requirements.txt .`, `pip install -r requirements.txt`), which the image
-installs from. A rebuild removes the untagged image it replaced.
+devbox.yaml, a README or anything else the Dockerfile does not COPY is not
+an input; nor is a file whose place in the image a bind mount covers (the
+server sees the mount), except what the image installs from. A rebuild
+removes the untagged image it replaced.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import docker
 import docker.errors
 
 from .compose import ToolMissing, find_compose
-from .config import Build, Config
+from .config import Build, Config, Mount
 from .errors import ImageError, docker_error
-from .dockerfile import read_dockerfile
+from .dockerfile import Dockerfile, is_dependency_file, read_dockerfile
 from .ignore import IgnoreRules
 
 LABEL_BUILD_HASH = "devbox.build-hash"
@@ -72,30 +72,33 @@ def _dockerignore(context: Path) -> IgnoreRules:
     return IgnoreRules(anchored)
 
 
-def inputs_hash(build: Build, mounted: tuple[Path, ...] = ()) -> str:
-    """What the image is built from: a change here rebuilds it. `mounted`: host folders the container
-    sees through bind mounts, whose files count only where the Dockerfile names them."""
+def inputs_hash(build: Build, mounts: tuple[Mount, ...] = ()) -> str:
+    """What the image is built from: a change here rebuilds it. The Dockerfile, its args and target, the
+    .dockerignore, and the context files the Dockerfile uses (its COPY/ADD and RUN bind-mount sources, less
+    what .dockerignore excludes); not a file whose place in the image a bind mount covers at run time (the
+    mount wins: an edit there restarts, never rebuilds), unless the build installs from it (a dependency
+    file, or one a RUN names). A Dockerfile devbox cannot read counts the whole context."""
     digest = hashlib.sha256(json.dumps([build.dockerfile, dict(build.args), build.target]).encode())
     rules = _dockerignore(build.context)
     dockerfile = (build.context / build.dockerfile).resolve()
-    named = read_dockerfile(dockerfile, build.target) if mounted else None
+    parsed = read_dockerfile(dockerfile, build.target)
+    covered = tuple(m.target.rstrip("/") + "/" for m in mounts)
     seen = 0
     for root, dirs, files in os.walk(build.context):
         relative_root = Path(root).relative_to(build.context).as_posix()
         relative_root = "" if relative_root == "." else relative_root + "/"
         dirs[:] = sorted(d for d in dirs if not rules.ignored(relative_root + d, True))
         for name in sorted(files):
+            relative = relative_root + name
             path = Path(root) / name
-            special = path.resolve() == dockerfile or relative_root + name == ".dockerignore"
-            if rules.ignored(relative_root + name) and not special:
+            special = path.resolve() == dockerfile or relative == ".dockerignore"
+            if not special and (rules.ignored(relative) or not _an_input(parsed, relative, covered)):
                 continue
-            if not special and named is not None and _under(path, mounted) and not named.names(relative_root + name):
-                continue  # the server sees it through the mount: an edit restarts, never rebuilds
             try:
                 info = path.stat()
             except OSError:
                 continue
-            digest.update(f"{relative_root}{name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+            digest.update(f"{relative}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
             seen += 1
         if seen > MAX_FILES:
             break
@@ -106,8 +109,16 @@ def inputs_hash(build: Build, mounted: tuple[Path, ...] = ()) -> str:
     return digest.hexdigest()[:16]
 
 
-def _under(path: Path, folders: tuple[Path, ...]) -> bool:
-    return any(path == folder or folder in path.parents for folder in folders)
+def _an_input(parsed: Dockerfile | None, relative: str, covered: tuple[str, ...]) -> bool:
+    if parsed is None:
+        return True
+    places = parsed.uses(relative)
+    if places is None:
+        return False  # the build never reads it
+    if is_dependency_file(relative) or parsed.names(relative):
+        return True  # installed from: its content is in the image whatever covers it
+    # read by another stage or a RUN only (no place here), or placed somewhere a mount does not cover
+    return not places or any(not (place + "/").startswith(covered) for place in places)
 
 
 class Builder:
@@ -119,7 +130,7 @@ class Builder:
 
     def ensure(self, force: bool = False) -> str:
         """The built image's id, building it if missing, stale or `force`d."""
-        wanted = inputs_hash(self.build, tuple(m.source for m in self.config.mounts))
+        wanted = inputs_hash(self.build, self.config.mounts)
         previous = None
         try:
             image = self.client.images.get(self.tag)

@@ -1,9 +1,12 @@
 """The Compose CLI, found as users have it: the `docker compose` plugin, or the standalone v2 `docker-compose`.
 
-devbox leaves Compose files to Compose: `compose config --format json` resolves
-them (interpolation, `extends`, profiles, overrides are Compose's). It reads
-one thing from the file as written: a service's `env_file` entries, which the
-resolved form folds into `environment` (devbox watches those files).
+devbox leaves Compose files to Compose: `compose config --format json`, run in
+the project folder with the user's environment, resolves them. Which files
+apply (compose.yaml and its override, COMPOSE_FILE, a `.env`), interpolation,
+`extends` and profiles are Compose's; devbox passes `-f` only for the files
+`compose.file` names. One thing comes from the model as written (`--no-interpolate
+--no-env-resolution`): a service's `env_file` entries, which the resolved form
+folds into `environment` (devbox watches those files).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
+from .config.model import COMPOSE_FILES, ComposeFiles
 from .errors import DevboxError
 from .ports import listening
 
@@ -51,23 +54,26 @@ class ComposeCLI:
         return subprocess.Popen([*self.argv, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1, env=env)
 
-    def config(self, file: Path, profiles: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The resolved Compose file, as Compose itself resolves it. Kept for the process while the files
-        it reads are unchanged: loading devbox.yaml and starting the services both need it (70-100 ms)."""
-        key = (str(file), profiles, _inputs(file.parent))
+    def config(self, where: ComposeFiles, profiles: tuple[str, ...] = (), as_written: bool = False) -> dict[str, Any]:
+        """The Compose model, as Compose itself resolves it from the project's files (its own lookup,
+        overrides, COMPOSE_FILE, .env), or from `compose.file`. `as_written`: without interpolation and
+        with env files kept as files (what a service's `env_file` names). Kept for the process while the
+        files it reads are unchanged: loading devbox.yaml and starting the services both need it (70-100 ms)."""
+        key = (where, profiles, as_written, _inputs(where))
         if key not in _resolved:
-            _resolved[key] = self._config(file, profiles)
+            _resolved[key] = self._config(where, profiles, as_written)
         return _resolved[key]
 
-    def _config(self, file: Path, profiles: tuple[str, ...]) -> dict[str, Any]:
-        args = ["-f", str(file)]
+    def _config(self, where: ComposeFiles, profiles: tuple[str, ...], as_written: bool) -> dict[str, Any]:
+        args = where.args()
         for profile in profiles:
             args += ["--profile", profile]
-        result = self.run([*args, "config", "--format", "json"], cwd=file.parent, timeout=60)
+        extra = ["--no-interpolate", "--no-env-resolution"] if as_written else []
+        result = self.run([*args, "config", "--format", "json", *extra], cwd=where.folder, timeout=60)
         if result.returncode != 0:
             reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DevboxError(f"{file.name}: Compose cannot read it ({reason}): check it with "
-                              f"`{' '.join(self.argv)} -f {file.name} config`")
+            raise DevboxError(f"{where}: Compose cannot read it ({reason}): check it with "
+                              f"`{' '.join([*self.argv, *where.args()])} config` in {where.folder}")
         return json.loads(result.stdout)
 
 
@@ -75,14 +81,17 @@ _found: ComposeCLI | None = None
 _resolved: dict[tuple, dict[str, Any]] = {}
 
 
-def _inputs(folder: Path) -> tuple:
-    """What a resolved Compose file depends on in its folder: the Compose files and .env, by mtime."""
+def _inputs(where: ComposeFiles) -> tuple:
+    """What a resolved Compose model depends on: the Compose files and .env of its folder and the named
+    files, by mtime, and the environment Compose reads."""
     try:
-        names = sorted(n for n in os.listdir(folder)
+        names = sorted(n for n in os.listdir(where.folder)
                        if n == ".env" or n.startswith(("compose", "docker-compose")) and n.endswith((".yaml", ".yml")))
-        return tuple((n, os.stat(folder / n).st_mtime_ns) for n in names)
+        stamps = [(n, os.stat(where.folder / n).st_mtime_ns) for n in names]
+        stamps += [(str(f), os.stat(f).st_mtime_ns) for f in where.files if f.is_file()]
     except OSError:
-        return ()
+        stamps = []
+    return (tuple(stamps), tuple((k, v) for k, v in sorted(os.environ.items()) if k.startswith("COMPOSE_")))
 
 
 def find_compose() -> ComposeCLI:
@@ -130,30 +139,32 @@ class Services:
     """The Compose services devbox starts beside its container, and the network it joins to reach them."""
 
     cli: ComposeCLI
-    file: Path
+    where: ComposeFiles
     project: str  # the Compose project's name
     network: str  # its default network: the server reaches the services by name there
     names: tuple[str, ...]
     resolved: dict[str, Any]
+    completed: tuple[str, ...] = ()  # of `names`, the one-shots: run to completion (exit 0), not kept up
 
     @classmethod
-    def resolve(cls, file: Path, names: tuple[str, ...], shown: str) -> "Services":
+    def resolve(cls, where: ComposeFiles, names: tuple[str, ...], shown: str,
+                completed: tuple[str, ...] = ()) -> "Services":
         cli = find_compose()
-        data = cli.config(file, profiles=("*",))  # every profile, so a service in one can be named
+        data = cli.config(where, profiles=("*",))  # every profile, so a service in one can be named
         known = list(data.get("services") or {})
         for name in names:
             if name not in known:
-                raise DevboxError(f"{shown}: compose.services: {no_such_service(name, known, file)}")
-        project = data.get("name") or file.parent.name
+                raise DevboxError(f"{shown}: compose.services: {no_such_service(name, known, where)}")
+        project = data.get("name") or where.folder.name
         network = ((data.get("networks") or {}).get("default") or {}).get("name") or f"{project}_default"
-        return cls(cli, file, project, network, names, data)
+        return cls(cli, where, project, network, names, data, tuple(n for n in completed if n in names))
 
     def _args(self) -> list[str]:
-        return ["-f", str(self.file), "-p", self.project]
+        return [*self.where.args(), "-p", self.project]
 
     def _ps(self) -> list[dict[str, Any]]:
         """`compose ps -a` as records (one JSON document per line, or one list, by Compose version)."""
-        result = self.cli.run([*self._args(), "ps", "-a", "--format", "json"], cwd=self.file.parent, timeout=60)
+        result = self.cli.run([*self._args(), "ps", "-a", "--format", "json"], cwd=self.where.folder, timeout=60)
         out = []
         for line in result.stdout.splitlines():
             try:
@@ -174,29 +185,63 @@ class Services:
     def up(self, say: Callable[[str], None], address_of: Callable[[str, str], str | None] = lambda c, n: None) \
             -> list[str]:
         """Start the services that are not up, wait until each is healthy (or, without a healthcheck,
-        running and listening on its ports); the names of those started. Services already up are left
-        alone. `address_of(container id, network)`: the container's address there, for its unpublished ports."""
+        running and listening on its ports), then run the one-shots to completion, as Compose runs a
+        `service_completed_successfully` dependency; the names of those started. Services already up
+        are left alone; one-shots run at every `up`, as `compose up` runs them. `address_of(container id,
+        network)`: the container's address there, for its unpublished ports."""
         before = self.states()
-        todo = [name for name in self.names if not self._up(before.get(name, ("", "")))]
-        if not todo:
+        lasting = [name for name in self.names if name not in self.completed]
+        todo = [name for name in lasting if not self._up(before.get(name, ("", "")))]
+        if not todo and not self.completed:
             say(f"compose services already up: {', '.join(self.names)}")
             return []
-        say(f"starting compose services {', '.join(todo)} ({self.file.name}, project {self.project})")
-        result = self.cli.run([*self._args(), "up", "-d", "--wait", "--wait-timeout", str(WAIT_TIMEOUT), *todo],
-                              cwd=self.file.parent, timeout=WAIT_TIMEOUT + 60)
-        after = self.states()  # the exit code alone is not trusted (a wrapper may drop it)
-        for name in todo:
-            state = after.get(name, ("missing", ""))
-            if not self._up(state):
-                logs = self.cli.run([*self._args(), "logs", "--no-color", "--tail", str(LOG_LINES), name],
-                                    cwd=self.file.parent, timeout=60)
-                shown = state[0] + (f", {state[1]}" if state[1] else "")
-                why = (result.stderr.strip().splitlines() or [""])[-1]
-                raise ServiceFailed(f"compose service '{name}' did not become healthy (state: {shown})"
-                                    + (f": {why}" if why else ""), logs.stdout.strip().splitlines()[-LOG_LINES:])
-        self._wait_listening([n for n in todo if after.get(n, ("", ""))[1] == ""], say, address_of)
+        if todo:
+            say(f"starting compose services {', '.join(todo)} ({self.where}, project {self.project})")
+            result = self.cli.run([*self._args(), "up", "-d", "--wait", "--wait-timeout", str(WAIT_TIMEOUT), *todo],
+                                  cwd=self.where.folder, timeout=WAIT_TIMEOUT + 60)
+            after = self.states()  # the exit code alone is not trusted (a wrapper may drop it)
+            for name in todo:
+                state = after.get(name, ("missing", ""))
+                if not self._up(state):
+                    why = (result.stderr.strip().splitlines() or [""])[-1]
+                    self._failed(name, "did not become healthy (state: " + state[0] +
+                                 (f", {state[1]}" if state[1] else "") + ")" + (f": {why}" if why else ""))
+            self._wait_listening([n for n in todo if after.get(n, ("", ""))[1] == ""], say, address_of)
+        if self.completed:
+            self._run_to_completion(say)
         say(f"compose services up: {', '.join(self.names)}")
-        return todo
+        return todo + list(self.completed)
+
+    def _failed(self, name: str, what: str) -> None:
+        logs = self.cli.run([*self._args(), "logs", "--no-color", "--tail", str(LOG_LINES), name],
+                            cwd=self.where.folder, timeout=60)
+        raise ServiceFailed(f"compose service '{name}' {what}", logs.stdout.strip().splitlines()[-LOG_LINES:])
+
+    def _run_to_completion(self, say: Callable[[str], None]) -> None:
+        """The one-shots (a migrations `prestart`): started as `compose up` starts them (their own
+        dependencies first), then waited for until they exit; any exit but 0 stops `up` with their logs."""
+        names = list(self.completed)
+        say(f"running compose services {', '.join(names)} to completion (service_completed_successfully)")
+        # no --wait: it counts an exit as a failure; Compose returns once they started (a stopped one is
+        # started again, as `compose up` does)
+        result = self.cli.run([*self._args(), "up", "-d", *names], cwd=self.where.folder, timeout=WAIT_TIMEOUT + 60)
+        if result.returncode != 0:
+            why = (result.stderr.strip().splitlines() or [""])[-1]
+            self._failed(names[0], f"did not start: {why}")
+        deadline = time.monotonic() + WAIT_TIMEOUT
+        while True:
+            records = {item.get("Service", ""): item for item in self._ps()}
+            left = [n for n in names if (records.get(n) or {}).get("State") != "exited"]
+            for name in names:
+                record = records.get(name) or {}
+                if record.get("State") == "exited" and int(record.get("ExitCode") or 0) != 0:
+                    self._failed(name, f"exited with code {record.get('ExitCode')} (it must exit 0 before the "
+                                       "server starts)")
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                self._failed(left[0], f"did not finish within {WAIT_TIMEOUT}s")
+            time.sleep(0.2)
 
     def _wait_listening(self, names: list[str], say: Callable[[str], None],
                         address_of: Callable[[str, str], str | None]) -> None:
@@ -237,17 +282,14 @@ class Services:
         anonymous volumes too (named ones: `named_volumes`)."""
         if names:
             self.cli.run([*self._args(), "rm", "-s", "-f", *(["-v"] if volumes else []), *names],
-                         cwd=self.file.parent, timeout=120)
+                         cwd=self.where.folder, timeout=120)
 
-    def named_volumes(self, names: list[str]) -> list[str]:
-        """The engine's names of the named volumes `names` use."""
+    def project_volumes(self) -> list[str]:
+        """The engine's names of the project's named volumes (its top-level `volumes:`, not external ones),
+        as `compose down --volumes` removes them."""
         declared = self.resolved.get("volumes") or {}
-        out = []
-        for name in names:
-            for mount in (self.resolved["services"].get(name) or {}).get("volumes") or []:
-                if isinstance(mount, dict) and mount.get("type") == "volume" and mount.get("source") in declared:
-                    out.append(declared[mount["source"]].get("name") or f"{self.project}_{mount['source']}")
-        return out
+        return [(v or {}).get("name") or f"{self.project}_{k}" for k, v in declared.items()
+                if not (v or {}).get("external")]
 
 
 def _record(project: str) -> Path:
@@ -278,14 +320,13 @@ def forget_started(project: str) -> None:
         pass
 
 
-def service_defaults(service: dict[str, Any], raw: dict[str, Any] | None = None,
-                     folder: Path | None = None) -> dict[str, Any]:
+def service_defaults(service: dict[str, Any], raw: dict[str, Any] | None = None) -> dict[str, Any]:
     """A resolved Compose service (`compose config --format json`) as devbox.yaml keys: its build or image,
     environment, env_file, ports, volumes, working_dir, entrypoint, stop_signal and stop_grace_period, and
     depends_on (as the services to start). Not its command: that is the in-container reloader devbox replaces.
 
-    `raw`: the service as the file writes it (`folder`: where the file is). Compose folds env_file into
-    `environment`; devbox keeps the files as `env_file`, so that an edit to one reaches the next server."""
+    `raw`: the same service as written (`config --no-interpolate --no-env-resolution`). Compose folds env_file
+    into `environment`; devbox keeps the files as `env_file`, so that an edit to one reaches the next server."""
     out: dict[str, Any] = {}
     build = service.get("build")
     if build:
@@ -295,7 +336,7 @@ def service_defaults(service: dict[str, Any], raw: dict[str, Any] | None = None,
     elif service.get("image"):
         out["image"] = service["image"]
     environment = {k: v for k, v in (service.get("environment") or {}).items() if v is not None}
-    env_files = _env_files(raw or {}, folder)
+    env_files = _env_files(raw or {})
     if env_files:
         own = _environment_keys(raw or {})
         environment = {k: v for k, v in environment.items() if k in own}  # the rest comes from the files
@@ -333,6 +374,9 @@ def service_defaults(service: dict[str, Any], raw: dict[str, Any] | None = None,
         out["stop_timeout"] = grace
     depends = service.get("depends_on") or {}
     out["compose"] = {"services": list(depends)}
+    once = [name for name, how in depends.items() if (how or {}).get("condition") == "service_completed_successfully"]
+    if once:
+        out["compose"]["completed"] = once
     return out
 
 
@@ -349,17 +393,17 @@ def duration_seconds(text: Any) -> float | None:
     return sum(float(n) * scale[u] for n, u in parts)
 
 
-def _env_files(raw: dict[str, Any], folder: Path | None) -> list[str]:
-    """The service's env_file entries (a string, a list, or Compose's long form), as absolute paths."""
+def _env_files(raw: dict[str, Any]) -> list[str]:
+    """The service's env_file entries as Compose resolved their paths, less optional ones that are not there."""
     entries = raw.get("env_file") or []
     out = []
     for entry in entries if isinstance(entries, list) else [entries]:
         path = entry.get("path") if isinstance(entry, dict) else entry
-        if isinstance(entry, dict) and entry.get("required") is False and folder is not None and \
-                not (folder / str(path)).is_file():
+        if not isinstance(path, str):
+            continue
+        if isinstance(entry, dict) and entry.get("required") is False and not Path(path).is_file():
             continue  # an optional file that is not there
-        if isinstance(path, str):
-            out.append(str((folder / path).resolve()) if folder is not None else path)
+        out.append(path)
     return out
 
 
@@ -370,27 +414,17 @@ def _environment_keys(raw: dict[str, Any]) -> set[str]:
     return {str(item).split("=", 1)[0] for item in environment}
 
 
-def raw_service(file: Path, name: str) -> dict[str, Any]:
-    """The service as the Compose file writes it (no interpolation, no env_file folded in)."""
-    try:
-        data = yaml.safe_load(file.read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    services = data.get("services") if isinstance(data, dict) else None
-    service = services.get(name) if isinstance(services, dict) else None
-    return service if isinstance(service, dict) else {}
-
-
-def resolve_service(file: Path, name: str) -> dict[str, Any]:
+def resolve_service(where: ComposeFiles, name: str) -> dict[str, Any]:
     """The devbox.yaml keys that the Compose service `name` gives (DevboxError if it is not there)."""
-    data = find_compose().config(file, profiles=("*",))
-    services = data.get("services") or {}
+    cli = find_compose()
+    services = cli.config(where, profiles=("*",)).get("services") or {}
     if name not in services:
-        raise DevboxError(no_such_service(name, list(services), file))
-    return service_defaults(services[name], raw_service(file, name), file.parent)
+        raise DevboxError(no_such_service(name, list(services), where))
+    raw = (cli.config(where, profiles=("*",), as_written=True).get("services") or {}).get(name) or {}
+    return service_defaults(services[name], raw)
 
 
-def no_such_service(name: str, known: list[str], file: Path) -> str:
+def no_such_service(name: str, known: list[str], where: ComposeFiles) -> str:
     hint = difflib.get_close_matches(name, known, 1)
-    return f"no service '{name}' in {file.name}" + \
+    return f"no service '{name}' in {where}" + \
         (f" (did you mean '{hint[0]}'?)" if hint else f" (it has: {', '.join(known) or 'none'})")

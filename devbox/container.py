@@ -385,8 +385,10 @@ class Box:
             raise docker_error(e, f"cannot stop container {container.name}") from e
 
     def _remove(self, container: Container) -> None:
+        """Remove it with its anonymous volumes (an image's VOLUME gives it one), as `compose down` and
+        `docker rm -v` do: a recreate must not leave one behind each time."""
         try:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         except docker.errors.NotFound:
             pass
         except Exception as e:

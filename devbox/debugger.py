@@ -27,7 +27,7 @@ from typing import Callable
 from docker import APIClient
 
 from . import output
-from .config import Debugger
+from .config import Config, Debugger
 from .errors import DevboxError, docker_error
 from .inside import STATE_DIR, PRELOADER_FILE, read
 
@@ -56,11 +56,16 @@ def debugpy_version() -> str:
     return debugpy.__version__
 
 
-def launch_configuration(port: int, local_root: str, remote_root: str) -> dict:
-    """The VS Code launch configuration that attaches to devbox's debugger."""
+def launch_configuration(port: int, config: Config) -> dict:
+    """The VS Code launch configuration that attaches to devbox's debugger: each folder of the project that
+    the container has, mapped to where it has it (`./backend/app` at /app/app: `${workspaceFolder}/backend/app`)."""
+    mappings = []
+    for source, target in config.code_roots():
+        relative = source.relative_to(config.project_dir).as_posix()
+        local = "${workspaceFolder}" + ("" if relative == "." else "/" + relative)
+        mappings.append({"localRoot": local, "remoteRoot": target})
     return {"name": "devbox: attach", "type": "debugpy", "request": "attach",
-            "connect": {"host": "127.0.0.1", "port": port},
-            "pathMappings": [{"localRoot": local_root, "remoteRoot": remote_root}]}
+            "connect": {"host": "127.0.0.1", "port": port}, "pathMappings": mappings}
 
 
 _archive: bytes | None = None

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import COMPOSE_FILES
-from .dockerfile import DEPENDENCY_FILES, Dockerfile, read_dockerfile
+from .config import COMPOSE_FILES, ComposeFiles
+from .dockerfile import Dockerfile, clean_source, is_dependency_file, read_dockerfile
 
 DEFAULT_PORTS = {"django": 8000, "fastapi": 8000, "flask": 5000, "generic": 8000}
 PREFERRED_SERVICES = ("web", "app", "api", "backend", "server", "django", "flask", "fastapi")
@@ -44,6 +44,7 @@ class Detected:
     reasons: list[str] = field(default_factory=list)
     app_file: Path | None = None  # the framework's file the command names
     app_command: str = ""  # the command, with {path} or {module} for where app_file is seen from workdir
+    app_at: str | None = None  # where the container has app_file
 
 
 def _python_files(folder: Path, depth: int = 3) -> list[Path]:
@@ -123,28 +124,19 @@ def _framework(folder: Path, found: Detected) -> None:
 
 
 def _place_command(folder: Path, found: Detected) -> None:
-    """The command as seen from the workdir: the framework's file through the mount that carries it."""
+    """The command as seen from the workdir: the framework's file where the container has it."""
     if found.app_file is None:
         return
-    relative = found.app_file.relative_to(folder).as_posix()
-    code = "" if found.code == "." else found.code.rstrip("/") + "/"
-    if code and not relative.startswith(code):
-        inside = None  # the app is not in the mounted folder: name it from the project folder, as best we can
-    else:
-        inside = posixpath.join(found.code_at, relative[len(code):])
-    if inside is None:
-        path = relative
-    elif inside.startswith(found.workdir.rstrip("/") + "/"):
-        path = inside[len(found.workdir.rstrip("/")) + 1:]
-    else:
-        path = inside
+    inside = found.app_at or found.app_file.relative_to(folder).as_posix()  # not placed: from the project, at best
+    workdir = found.workdir.rstrip("/") + "/"
+    path = inside[len(workdir):] if inside.startswith(workdir) else inside
     module = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
     found.command = found.app_command.format(path=path, module=module)
     if found.framework == "flask":
         found.env["FLASK_APP"] = module
         found.reasons.append(f"Flask: so FLASK_APP={module}")
     elif found.framework == "fastapi":
-        found.reasons.append(f"FastAPI: so {module}")
+        found.reasons.append(f"FastAPI: so {module} (the app is {inside} in the container, run from {found.workdir})")
 
 
 def _python_version(folder: Path, found: Detected) -> None:
@@ -187,79 +179,143 @@ def _dockerfile(folder: Path, found: Detected, context: Path, dockerfile: str = 
 
 
 def _compose(folder: Path, found: Detected) -> dict | None:
-    """The Compose service devbox runs as its own (resolved), if the project has one with a build."""
-    file = next((folder / n for n in COMPOSE_FILES if (folder / n).is_file()), None)
-    if file is None:
-        return None
+    """The Compose service devbox runs as its own (resolved by Compose, overrides and all), if the project
+    has one with a build."""
     from .compose import find_compose
+    from .config import read_env_file
     from .errors import DevboxError
 
+    where = ComposeFiles(folder)
+    if not any((folder / n).is_file() for n in COMPOSE_FILES) and \
+            not (os.environ.get("COMPOSE_FILE") or read_env_file(folder / ".env").get("COMPOSE_FILE")):
+        return None
     try:
-        services = find_compose().config(file, profiles=("*",)).get("services") or {}
+        services = find_compose().config(where, profiles=("*",)).get("services") or {}
     except DevboxError as e:
-        found.reasons.append(f"{file.name} not read ({e})")
+        found.reasons.append(f"the Compose files not read ({e})")
         return None
     built = [name for name, s in services.items() if s.get("build")]
     candidates = [n for n in PREFERRED_SERVICES if n in built] + built
     if not candidates:
         return None
     name = candidates[0]
-    found.compose_file, found.compose_service = file.name, name
+    found.compose_file, found.compose_service = str(where), name
     service = services[name]
     ports = [p for p in service.get("ports") or [] if p.get("published")]
     if ports:
         found.port = int(ports[0]["target"])
-    found.reasons.append(f"{file.name}: devbox runs its service `{name}` (its build, env, ports, volumes, "
+    found.reasons.append(f"{where}: devbox runs its service `{name}` (its build, env, ports, volumes, "
                          f"depends_on)" + (f"; port {found.port} from it" if ports else ""))
     return service
 
 
 def _code_mount(folder: Path, found: Detected, service: dict | None, parsed: Dockerfile | None) -> None:
-    """Where the code is in the container: the service's own bind mount of it, else the build context
-    mounted where the Dockerfile copies it (`COPY . DEST`), else the project folder at the workdir."""
+    """Where the code is in the container, as the project itself puts it there: the service's own bind
+    mounts of project folders, else the folder the Dockerfile copies the app from, mounted where it copies
+    it (`COPY ./app /app/app`: ./backend/app at /app/app), else the project folder at the workdir. And
+    where the framework's file is then (`app_at`), through a mount or the image's copy."""
     app = found.app_file.resolve() if found.app_file is not None else None
+    root = folder.resolve()
     binds = [v for v in (service or {}).get("volumes") or [] if v.get("type") == "bind"]
-    carrying = [v for v in binds if app is not None and Path(v["source"]).resolve() in app.parents] or \
-        [v for v in binds if Path(v["source"]).resolve() in (folder.resolve(), (folder / found.context).resolve())]
-    if carrying:
-        bind = max(carrying, key=lambda v: len(v["source"]))
+    own = [v for v in binds if Path(v["source"]).resolve() == root or root in Path(v["source"]).resolve().parents]
+    context = (folder / found.context).resolve()
+    if own:  # the service mounts the code itself: devbox keeps its mounts
+        bind = next((v for v in sorted(own, key=lambda v: -len(v["source"]))
+                     if app is not None and Path(v["source"]).resolve() in app.parents), own[0])
         found.code, found.code_at, found.mount = _relative(Path(bind["source"]), folder), bind["target"].rstrip("/") or "/", False
         if not (service or {}).get("working_dir") and parsed is None:
             found.workdir = found.code_at
-        found.reasons.append(f"the code: {found.code} is mounted at {found.code_at} by the service")
+        shown = ", ".join(f"{_relative(Path(v['source']), folder)} at {v['target']}" for v in own)
+        found.reasons.append(f"the code: the service mounts {shown}")
     elif parsed is not None:
-        found.code, found.code_at = found.context, parsed.code_dest or found.workdir
+        source, dest = _copy_of(parsed, app, context)
+        found.code, found.code_at = _relative(context / source, folder), dest or found.workdir
         for bind in binds:  # `mounts:` replaces the service's list: the ones it had stay in it
-            source = _relative(Path(bind["source"]), folder)
-            shown = source if source.startswith("/") else "./" + source.removeprefix("./")
+            shown = _relative(Path(bind["source"]), folder)
+            shown = shown if shown.startswith("/") else "./" + shown.removeprefix("./")
             found.other_mounts.append(f"{shown}:{bind['target']}" + (":ro" if bind.get("read_only") else ""))
-        if found.context != "." or found.code_at != "/app":
+        if found.code != "." or found.code_at != "/app":
+            copy = f"COPY {source if source != '.' else '.'} {dest}" if dest else "no COPY of the code"
             found.reasons.append(f"the code: {found.code} mounted at {found.code_at}, where {found.dockerfile} "
-                                 "copies it")
+                                 f"has it ({copy})")
     else:
         found.code, found.code_at = ".", found.workdir
     if (service or {}).get("working_dir"):
         found.workdir = service["working_dir"]
+    if app is not None:
+        found.app_at = _inside(app, folder, found, binds, parsed, context)
     if found.workdir != "/app":
         found.reasons.append(f"workdir {found.workdir}" + (" (the Dockerfile's WORKDIR)" if parsed and
                                                            parsed.workdir == found.workdir else ""))
 
 
+def _copy_of(parsed: Dockerfile, app: Path | None, context: Path) -> tuple[str, str | None]:
+    """The widest folder of the context that the image's stage copies as a whole with the app in it, and
+    where: ("app", "/app/app") for `COPY ./app /app/app`; (".", code_dest) when none is found."""
+    relative = None
+    if app is not None and context in app.parents:
+        relative = app.relative_to(context).as_posix()
+    found: list[tuple[str, str]] = []
+    for copy in parsed.copies:
+        if not copy.final or not copy.dest:
+            continue
+        for source in map(clean_source, copy.sources):
+            if source == "." or (relative is not None and relative.startswith(source + "/")):
+                found.append((source, copy.dest.rstrip("/") or "/"))
+    if not found:
+        return ".", parsed.code_dest
+    return min(found, key=lambda f: (0 if f[0] == "." else len(f[0].split("/"))))
+
+
+def _inside(app: Path, folder: Path, found: Detected, binds: list[dict], parsed: Dockerfile | None,
+            context: Path) -> str | None:
+    """The framework's file as a container path: through the code mount, one of the service's mounts, or
+    the image's copy of it; None if the container does not have it."""
+    mounts = [(Path(v["source"]).resolve(), v["target"]) for v in binds]
+    if found.mount:
+        mounts.append(((folder / found.code).resolve(), found.code_at))
+    for source, target in sorted(mounts, key=lambda m: -len(str(m[0]))):
+        if source == app or source in app.parents:
+            return posixpath.join(target, app.relative_to(source).as_posix())
+    if parsed is not None and context in app.parents:
+        places = parsed.copied_to(app.relative_to(context).as_posix())
+        if places:
+            return places[-1]
+    return None
+
+
 def _rules(folder: Path, found: Detected, parsed: Dockerfile | None) -> None:
     """The watch rules a team needs: the Dockerfile and the dependency files the image installs from
-    rebuild it; dependency files that setup installs from rerun setup."""
+    (`requirements/`, uv.lock, poetry.lock, Pipfile.lock, ...) rebuild it; dependency files that setup
+    installs from rerun setup."""
     prefix = "" if found.context == "." else found.context.rstrip("/") + "/"
     if parsed is not None:
         found.rules.append((found.dockerfile or "Dockerfile", "rebuild", "the image is built from it"))
         context = folder / found.context
-        for pattern in DEPENDENCY_FILES:
-            for path in sorted(context.glob(pattern)):
-                if parsed.names(path.name):
-                    found.rules.append((prefix + path.name, "rebuild", f"{found.dockerfile} installs from it"))
+        patterns: dict[str, None] = {}
+        for path in sorted(_dependency_files(context)):
+            relative = path.relative_to(context).as_posix()
+            if parsed.uses(relative) is None and not parsed.names(relative):
+                continue
+            parent = posixpath.dirname(relative)
+            # a requirements/ folder: a new file in it counts too (`-r base.txt` from production.txt)
+            grouped = posixpath.basename(parent).startswith("requirements")
+            patterns[f"{prefix}{parent}/**" if grouped else prefix + relative] = None
+        found.rules += [(pattern, "rebuild", f"{found.dockerfile} installs from it") for pattern in patterns]
     elif found.requirements:
         found.rules.append(("requirements*.txt", "setup", "setup installs from it"))
     if any("migrate" in command for command in found.setup) and found.framework == "django":
         found.rules.append(("**/migrations/*.py", "setup", "a new migration is applied by setup"))
+
+
+def _dependency_files(context: Path) -> list[Path]:
+    """The dependency files of the build context, in it and in its folders two deep (`requirements/`)."""
+    out = []
+    for root, dirs, files in os.walk(context):
+        level = len(Path(root).relative_to(context).parts)
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.startswith(".")] if level < 2 else []
+        out += [Path(root) / f for f in files if is_dependency_file((Path(root) / f).relative_to(context).as_posix())]
+    return out
 
 
 def _entrypoint_setup(folder: Path, found: Detected) -> None:

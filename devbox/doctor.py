@@ -46,8 +46,11 @@ def _checks(config: Config) -> Iterator[Check]:
     yield from _debugger(config)
     from .exposure import exposure_warnings
 
-    for line in exposure_warnings(config):
-        yield Check("warn", line)
+    from .ready import unchecked
+
+    for line in [*exposure_warnings(config), unchecked(config)]:
+        if line:
+            yield Check("warn", line)
     if client is not None:
         yield from _image(config, client)
     yield from _code(config, client)
@@ -208,9 +211,10 @@ def _shown(path, config: Config) -> str:
     return str(path) if relative.startswith("..") else relative
 
 
-def _command_file(config: Config) -> tuple[str, bool] | None:
-    """The file the command runs, as a container path, and whether it must be there (a script) or may be
-    an installed module (`-m pkg`, `uvicorn pkg:app`); None if the command names no such file."""
+def _command_target(config: Config) -> tuple[str, str] | None:
+    """What the command runs, as Python finds it: ("script", container path) for `python manage.py`, or
+    ("module", dotted name) for `python -m pkg`, `uvicorn pkg.main:app`, gunicorn and the like, FLASK_APP
+    for `flask run`; None if the command names neither."""
     import posixpath
     import re
 
@@ -221,88 +225,118 @@ def _command_file(config: Config) -> tuple[str, bool] | None:
     if argv and re.fullmatch(r"python[\d.]*", posixpath.basename(argv[0])):
         for i, word in enumerate(words):
             if word == "-m" and i + 1 < len(words):
-                return posixpath.join(config.workdir, *words[i + 1].split(".")), False
+                return "module", words[i + 1]
             if word == "-c":
                 return None
             if not word.startswith("-"):
-                return posixpath.join(config.workdir, word), True
+                return "script", posixpath.join(config.workdir, word)
         return None
-    for word in words:  # uvicorn, gunicorn, hypercorn, daphne: MODULE:APP
+    if argv and posixpath.basename(argv[0]) == "flask":
+        app = (config.server_env().get("FLASK_APP") or "").split(":")[0]
+        return ("module", app.removesuffix(".py").replace("/", ".")) if app else None
+    for word in words:  # uvicorn, gunicorn, hypercorn, daphne, granian: MODULE:APP
         if re.fullmatch(r"[A-Za-z_][\w.]*:[\w.()]+", word):
-            return posixpath.join(config.workdir, *word.split(":")[0].split(".")), False
+            return "module", word.split(":")[0]
     return None
 
 
+# Python's own answer, in the container, from the workdir as the server starts there (uvicorn, gunicorn,
+# flask and `python -m` put it first on sys.path): a spec's origin, or why there is none.
+_FIND = r"""
+import os, sys
+kind, name = sys.argv[1], sys.argv[2]
+if kind == "script":
+    print("found " + name if os.path.isfile(name) else "missing no such file")
+    raise SystemExit(0)
+import importlib.util
+sys.path.insert(0, os.getcwd())
+try:
+    spec = importlib.util.find_spec(name)
+except Exception as e:
+    print("missing %s: %s" % (type(e).__name__, e))
+else:
+    print("found %s" % (spec.origin or name) if spec else "missing No module named %r" % name)
+"""
+_PYTHON = 'py=$(command -v python3 || command -v python) || { echo "missing no python in the image"; exit 0; }; ' \
+          'exec "$py" -c "$0" "$@"'
+
+
 def _code(config: Config, client) -> Iterator[Check]:
-    """What `up` will run is where it runs: the workdir has the mounted code, the command's file is there."""
-    mounted = [m for m in config.mounts if config.workdir == m.target or
-               config.workdir.startswith(m.target.rstrip("/") + "/")]
-    if mounted:
-        yield Check("ok", f"workdir {config.workdir}: the code mounted from {_shown(mounted[0].source, config)}")
+    """What `up` will run is where it runs: the code is mounted at or around the workdir, and Python in
+    the container finds the command's script or module from there."""
+    roots = [target for _, target in config.code_roots() if any(
+        m.target == target for m in config.mounts)]
+    near = [t for t in roots if _within(config.workdir, t) or _within(t, config.workdir)]
+    if near:
+        yield Check("ok", f"workdir {config.workdir}: the code mounted at {', '.join(near)}")
     else:
         shown = ", ".join(f"{_shown(m.source, config)}:{m.target}" for m in config.mounts)
         yield Check("warn", f"workdir {config.workdir} is not where the code is mounted ({shown or 'no mounts'}): "
                             f"edits will not reach the server; set `workdir` (or `mounts`) in {config.file.name}")
-    found = _command_file(config)
-    if found is None:
+    target = _command_target(config)
+    if target is None:
         return
-    path, required = found
-    candidates = [path] if required else [path + ".py", path + "/__init__.py"]
-    where = [config.host_path(c) for c in candidates]
-    if any(w is not None and w.exists() for w in where):
-        yield Check("ok", f"command: {candidates[0] if required else path.replace('/', '.')} is there")
-        return
-    in_image = [c for c, w in zip(candidates, where) if w is None]
-    answer = _in_image(config, client, in_image) if in_image else False
-    if answer is None and config.build is not None:
-        answer = _in_build(config, in_image)
-    if answer:
-        yield Check("ok", f"command: {path} is in the image")
-    elif answer is None:
-        yield Check("ok", f"command: {path} is checked once the image is built (`devbox up`)")
-    elif required:
-        yield Check("fail", f"command: {candidates[0]} does not exist in the container (workdir {config.workdir}): "
-                            f"fix `command` or `workdir` in {config.file.name}")
+    kind, name = target
+    answer = _ask_python(config, client, kind, name)
+    if answer is None:
+        yield Check("ok", f"command: {name} is checked once the image is built (`devbox up`)")
+    elif answer.startswith("found "):
+        where = answer.removeprefix("found ")
+        yield Check("ok", f"command: {name} is there" + ("" if where == name else f" ({where})"))
     else:
-        yield Check("warn", f"command: no module {path} at the workdir {config.workdir} (fine if it is installed "
-                            f"in the image; otherwise fix `command` or `workdir` in {config.file.name})")
+        why = answer.removeprefix("missing ")
+        yield Check("fail", f"command: {'no file' if kind == 'script' else 'Python finds no module'} {name} from "
+                            f"the workdir {config.workdir} in the container ({why}): fix `command`, `workdir` or "
+                            f"`mounts` in {config.file.name}")
 
 
-def _in_build(config: Config, paths: list[str]) -> bool | None:
-    """Before the first build: whether the Dockerfile copies the context where one of `paths` is."""
-    from .dockerfile import read_dockerfile
-
-    assert config.build is not None
-    parsed = read_dockerfile(config.build.context / config.build.dockerfile, config.build.target)
-    if parsed is None or parsed.code_dest is None:
-        return None
-    dest = parsed.code_dest.rstrip("/") + "/"
-    return any(p.startswith(dest) and (config.build.context / p[len(dest):]).exists() for p in paths)
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def _in_image(config: Config, client, paths: list[str]) -> bool | None:
-    """Whether one of `paths` is in the image (a created, never started container is read: no tool in the
-    image is needed); None if the image is not here yet or the engine cannot tell."""
+def _ask_python(config: Config, client, kind: str, name: str) -> str | None:
+    """Python's import system in the container (the running one, or a throwaway one from the image with
+    the mounts, env and workdir `up` gives the server): "found ORIGIN" or "missing WHY"; None if there is
+    no image yet or the engine cannot tell."""
     if client is None:
         return None
     from .build import image_tag
+    from .container import Box
+    from .output import say
 
+    command = ["sh", "-c", _PYTHON, _FIND, kind, name]
+    env = config.server_env()
     try:
+        container = Box(client, config, say).find()
+        if container is not None and container.status == "running":
+            result = container.exec_run(command, environment=env, workdir=config.workdir)
+            return _answer(result.output.decode(errors="replace"))
         image = client.images.get(config.image or image_tag(config))
-        container = client.api.create_container(image.id, command=["true"], entrypoint=[],
-                                                labels={"devbox.project": config.name, "devbox.doctor": "1"})
+    except Exception:
+        return None
+    from docker.types import Mount as DockerMount
+
+    mounts = [DockerMount(m.target, str(m.source), type="bind", read_only=True) for m in config.mounts
+              if m.source.exists()]
+    try:
+        made = client.containers.create(image.id, command[2:], entrypoint=command[:2], environment=env,
+                                        working_dir=config.workdir, mounts=mounts,
+                                        labels={"devbox.project": config.name, "devbox.doctor": "1"})
     except Exception:
         return None
     try:
-        for path in paths:
-            try:
-                client.api.get_archive(container["Id"], path)
-                return True
-            except Exception:
-                continue
-        return False
+        made.start()
+        made.wait(timeout=30)
+        return _answer(made.logs().decode(errors="replace"))
+    except Exception:
+        return None
     finally:
         try:
-            client.api.remove_container(container["Id"], force=True)
+            made.remove(force=True, v=True)
         except Exception:
             pass
+
+
+def _answer(output: str) -> str | None:
+    line = next((line for line in reversed(output.splitlines()) if line.startswith(("found ", "missing "))), "")
+    return line or None

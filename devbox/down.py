@@ -4,12 +4,14 @@ from __future__ import annotations
 
 __all__ = ["down"]
 
+import docker.errors
+
 from .compose import Services, forget_started, started_by_up
 from .config import Config
 from .container import Box
 from .control import request
 from .engine import connect
-from .errors import ContainerError
+from .errors import ContainerError, docker_reason
 from .output import say
 from .server import ExecLauncher
 
@@ -27,9 +29,12 @@ def down(config: Config, with_volumes: bool) -> None:
     if container is not None and container.status == "running":
         # end the server tree the Django way first, so it can clean up, before the container goes
         ExecLauncher(box.client.api, container.id, config.workdir).end_leftover(config.stop_signal, config.stop_timeout)
+    anonymous = [m["Name"] for m in (container.attrs.get("Mounts") or []) if m.get("Type") == "volume"
+                 and m.get("Name") and not m["Name"].startswith(f"{config.name}_")] if container is not None else []
     volumes = box.remove(container, volumes=with_volumes)
     if container is not None:
-        say(f"removed container {container.name}")
+        say(f"removed container {container.name}" + (f" and its anonymous volume{'s' if len(anonymous) > 1 else ''} "
+                                                      f"{', '.join(a[:12] for a in anonymous)}" if anonymous else ""))
     volumes += _stop_services(config, box, with_volumes)
     if with_volumes:
         say(f"removed volumes {', '.join(volumes)}" if volumes else f"no volumes to remove for project '{config.name}'")
@@ -39,14 +44,16 @@ def down(config: Config, with_volumes: bool) -> None:
 
 def _stop_services(config: Config, box, volumes: bool) -> list[str]:
     """`down`: remove the Compose services that `up` started (a service the user started stays theirs);
-    `down --volumes`: every service devbox.yaml names, whoever started it, with their named volumes. Then
-    the Compose network, once nothing is left on it. The names of the volumes removed."""
+    `down --volumes`: every service devbox.yaml names, whoever started it, and the Compose project's named
+    volumes, as `compose down --volumes` removes them (one still used by a container devbox did not
+    start is kept, and said). Then the Compose network, once nothing is left on it. The names of the
+    volumes removed."""
     if config.compose is None:
         return []
     names = list(config.compose.services) if volumes else started_by_up(config.name)
-    if not names:
+    if not names and not volumes:
         return []
-    services = Services.resolve(config.compose.file, tuple(names), config.file.name)
+    services = Services.resolve(config.compose.where, tuple(names), config.file.name)
     present = [name for name, (state, _) in services.states().items() if name in names and state]
     forget_started(config.name)
     removed = []
@@ -54,12 +61,14 @@ def _stop_services(config: Config, box, volumes: bool) -> list[str]:
         services.stop(present, volumes=volumes)
         say(f"removed compose services {', '.join(present)}" +
             ("" if volumes else " (started by `devbox up`)"))
-    for name in services.named_volumes(names) if volumes else []:
+    for name in services.project_volumes() if volumes else []:
         try:
-            box.client.volumes.get(name).remove(force=True)
+            box.client.volumes.get(name).remove()
             removed.append(name)
-        except Exception:
-            pass  # already gone, or still used by another service of the project
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as e:
+            say(f"kept volume {name}: {docker_reason(e)}")
     try:
         network = box.client.networks.get(services.network)
         network.reload()
@@ -69,5 +78,3 @@ def _stop_services(config: Config, box, volumes: bool) -> list[str]:
     except Exception:
         pass  # gone already, or other containers of the Compose project still use it
     return removed
-
-

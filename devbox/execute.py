@@ -24,7 +24,7 @@ from pathlib import Path
 from .config import Config
 from .container import Box
 from .inside import exec_record
-from .errors import UsageError, docker_error
+from .errors import ContainerError, docker_error
 from .output import say
 
 # bash if the image has it, else sh
@@ -45,7 +45,7 @@ def run_inside(config: Config, argv: list[str], env: dict[str, str], workdir: st
     box = Box(connect(), config, say)
     container = box.find()
     if container is None:
-        raise UsageError(f"no container for project '{config.name}' yet: run `devbox up` first")
+        raise ContainerError(f"no container for project '{config.name}' yet: run `devbox up` first")
     if container.status != "running":
         say(f"starting container {container.name}")
         box.start(container)

@@ -43,9 +43,8 @@ def render(found: Detected, project: str) -> str:
              f"# the container is devbox-{project}; another project on this machine needs another name",
              f"name: {project}"]
     if found.compose_service:
-        file = "" if found.compose_file == "compose.yaml" else f"file: {found.compose_file}, "
-        lines.append(f"compose: {{{file}service: {found.compose_service}}}   # its build, env, ports, volumes, "
-                     "depends_on; keys here win")
+        lines.append(f"compose: {{service: {found.compose_service}}}   # from {found.compose_file}, as Compose "
+                     "reads them: its build, env, ports, volumes, depends_on; keys here win")
     elif found.dockerfile:
         context = found.context if found.context != "." else "."
         dockerfile = found.dockerfile.removeprefix(context.rstrip("/") + "/") if context != "." else found.dockerfile
@@ -113,8 +112,8 @@ def write_vscode_launch(folder: Path, config) -> str:
 
     settings = config.debugger
     port = settings.port if settings is not None else 5678
-    remote = config.container_path(config.project_dir) or config.workdir
-    ours = launch_configuration(port, "${workspaceFolder}", remote)
+    ours = launch_configuration(port, config)
+    remote = ", ".join(m["remoteRoot"] for m in ours["pathMappings"])
     target = folder / ".vscode" / "launch.json"
     data: dict = {"version": "0.2.0", "configurations": []}
     if target.exists():

@@ -108,7 +108,7 @@ class PreloaderEnd:
     """Why a preloader takes no more starts: it said `off REASON` (preloading stays off for the command)
     or `restart REASON` (what it imported changed: a new one is started), or it went without a word."""
 
-    OFF, RESTART, DROPPED = "off", "restart", "dropped"
+    OFF, RESTART, STALE, DROPPED = "off", "restart", "stale", "dropped"  # stale: a preloaded file changed
     kind: str
     why: str
 
@@ -117,12 +117,14 @@ class PreloaderHandle:
     """The host's handle on one preloader process: its state comes from its `devbox-preload:` lines."""
 
     def __init__(self, api: APIClient, container_id: str, workdir: str, env: dict[str, str],
-                 project_dir: str, argv: list[str], on_gone: Callable[["PreloaderHandle"], None]):
-        self.env, self.on_gone = env, on_gone
+                 project_dir: str, argv: list[str], on_gone: Callable[["PreloaderHandle"], None],
+                 on_project: Callable[["PreloaderHandle"], None] = lambda p: None):
+        self.env, self.on_gone, self.on_project = env, on_gone, on_project
         self.ready = threading.Event()
         self.retired = threading.Event()  # it said off or restart: it takes no more starts
         self.gone = threading.Event()
         self.exe = ""
+        self.project_modules: list[str] = []  # the project's own modules it holds (Django's settings, say)
         self.end: PreloaderEnd | None = None  # how it ended, once it has
         self.errors: collections.deque[str] = collections.deque(maxlen=3)  # its last stderr lines
         exec_id = api.exec_create(container_id, ["sh", "-c", _START, "devbox-preloader", project_dir, "--", *argv],
@@ -158,7 +160,10 @@ class PreloaderHandle:
                 output.say(f"trace: preloader ready, {modules} modules, {took} ms of imports")
         elif kind == "more" and os.environ.get("DEVBOX_TRACE") == "1":
             output.say(f"trace: the preloader now holds {rest} modules")
-        elif kind in (PreloaderEnd.OFF, PreloaderEnd.RESTART):  # it takes no more starts: a new one can start
+        elif kind == "project":
+            self.project_modules = rest.split()
+            self.on_project(self)
+        elif kind in (PreloaderEnd.OFF, PreloaderEnd.RESTART, PreloaderEnd.STALE):  # no more starts: a new one can start
             self.end = PreloaderEnd(kind, rest)
             self.ready.clear()
             self.retired.set()
@@ -244,7 +249,7 @@ class PreloadLauncher(ExecLauncher):
         """Start a preloader (it imports in the background); called with the lock held."""
         try:
             self.preloader = PreloaderHandle(self.api, self.container_id, self.workdir, env, self.project_dir, self.argv,
-                                        on_gone=self._ended)
+                                             on_gone=self._ended, on_project=self._holds_project)
         except Exception as e:
             self._turn_off(f"cannot start the preloader ({e})", env)
             return None
@@ -265,7 +270,12 @@ class PreloadLauncher(ExecLauncher):
         with self.lock:
             if p is not self.preloader or self.closed:
                 return
-            if end.kind == PreloaderEnd.RESTART and self.restarts < RESTARTS:
+            if end.kind == PreloaderEnd.STALE:  # a file it imported changed: a fresh one, as often as it takes
+                self.preloader = None
+                if os.environ.get("DEVBOX_TRACE") == "1":
+                    self.say(f"trace: preloader restarts: {end.why}")
+                self._spawn(p.env)
+            elif end.kind == PreloaderEnd.RESTART and self.restarts < RESTARTS:
                 self.preloader = None
                 self.restarts += 1
                 if os.environ.get("DEVBOX_TRACE") == "1":
@@ -273,6 +283,23 @@ class PreloadLauncher(ExecLauncher):
                 self._spawn(p.env)
             else:
                 self._turn_off(end.why, p.env)
+
+    def _holds_project(self, p: PreloaderHandle) -> None:
+        """Say once which of the project's own modules the warm process holds, and what that means."""
+        if p.project_modules:
+            shown = ", ".join(p.project_modules[:3]) + (f" and {len(p.project_modules) - 3} more"
+                                                        if len(p.project_modules) > 3 else "")
+            self.say(f"preload: on; the warm process holds the project's {shown}: a save of one of those starts "
+                     "cold once and warms a new process (any other save forks); `preload: false` turns it off")
+
+    def describe(self) -> str:
+        """Preloading now, for `devbox status`: on (with the project's modules it holds), or off and why."""
+        if self.off:
+            return f"off: {self.off}"
+        p = self.preloader
+        if p is None or not p.ready.is_set():
+            return "on (warming up)"
+        return "on" + (f" (holds the project's {', '.join(p.project_modules)})" if p.project_modules else "")
 
     def _container_gone(self) -> bool:
         """Whether the container stopped (the engine may record it a moment after the exec's end)."""

@@ -55,10 +55,25 @@ def _published(config: Config, container_port: int | None) -> Port | None:
     return None
 
 
-def _http_answers(address: tuple[str, int], path: str) -> bool:
+def unchecked(config: Config) -> str | None:
+    """Why the configured ready check cannot run (it then waits NO_CHECK_GRACE instead), for one line."""
+    ready = config.ready
+    if ready.log or (ready.http is None and ready.tcp is None):
+        return None
+    if _published(config, ready.tcp) is None:
+        what = f"ready.tcp {ready.tcp}" if ready.tcp else f"ready.http {ready.http}"
+        which = f"container port {ready.tcp} is" if ready.tcp else "no port is"
+        return (f"{what} is not checked: {which} not published; add it to `ports` in {config.file.name} (or to "
+                "the Compose service's ports)")
+    return None
+
+
+def _http_answers(address: tuple[str, int], path: str, host: str) -> bool:
+    """`host`: the Host a browser sends for the URL devbox prints (a probe past the proxy, to the container's
+    own address, must not send that address: Django's ALLOWED_HOSTS answers 400 and logs a traceback)."""
     conn = http.client.HTTPConnection(*address, timeout=2)
     try:
-        conn.request("GET", path, headers={"User-Agent": "devbox-ready"})
+        conn.request("GET", path, headers={"User-Agent": "devbox-ready", "Host": host})
         conn.getresponse().read()
         return True
     except (ConnectionError, http.client.RemoteDisconnected, socket.timeout, OSError):
@@ -90,7 +105,8 @@ def _check_for(config: Config, proc: ServerProcess, direct_ip: str | None = None
     on_host = published if published is not None and port == config.ports[0] else probe_address(port)
     if ready.http is not None and ready.tcp is None:
         address = (direct_ip, port.container_port) if direct_ip else on_host
-        return partial(_http_answers, address, ready.http)
+        shown, number = probe_address(port)
+        return partial(_http_answers, address, ready.http, f"{f'[{shown}]' if ':' in shown else shown}:{number}")
     if direct_ip:
         return partial(_accepts, (direct_ip, port.container_port))
     return partial(listening, on_host)

@@ -421,7 +421,8 @@ SCHEMA = Map(
                 "rules": List(Map({"match": STRINGS, "action": ACTION}, required=("match", "action"))),
             }
         ),
-        "compose": Map({"file": Str(), "services": List(Str()), "service": Str("a Compose service name")}),
+        "compose": Map({"file": List(Str("a Compose file"), allow_single=True), "services": List(Str()),
+                        "service": Str("a Compose service name"), "completed": List(Str())}),
     },
     required=("command",),
     one_of=("image", "build"),

@@ -7,6 +7,7 @@ The shape of `devbox status --json` (documented in the README; keys are always p
      "up": {"pid", "since"} | null,                       # the running `devbox up`, if any
      "server": {"pid", "uptime_s", "ready", "started_because"} | null,
      "restarts": int | null, "last_ready": {"at", "took_s"} | null,
+     "preload": str | null,                               # "on", "on (holds the project's ...)", "off: why"
      "urls": [str], "services": [{"name", "state", "health"}]}
 """
 
@@ -41,7 +42,7 @@ def gather(config: Config) -> dict[str, Any]:
     if config.compose is not None and config.compose.services:
         from .compose import Services
 
-        found = Services.resolve(config.compose.file, config.compose.services, config.file.name)
+        found = Services.resolve(config.compose.where, config.compose.services, config.file.name)
         states = found.states()
         services = [{"name": name, "state": states.get(name, ("not created", ""))[0],
                      "health": states.get(name, ("", ""))[1] or None} for name in config.compose.services]
@@ -56,6 +57,7 @@ def gather(config: Config) -> dict[str, Any]:
         "server": None if live is None else live["server"],
         "restarts": None if live is None else live["restarts"],
         "last_ready": None if live is None else live["last_ready"],
+        "preload": None if live is None else live.get("preload"),
         "sync": None if live is None else live.get("sync"),
         "urls": urls, "services": services,
     }
@@ -79,6 +81,8 @@ def lines(status: dict[str, Any]) -> list[str]:
         out.append("server: not running (waiting for a change)" if server is None else
                    f"server: pid {server['pid']}, up {_ago(server['uptime_s'])}, "
                    f"{'ready' if server['ready'] else 'not ready yet'} ({server['started_because']})")
+        if status["preload"]:
+            out.append(f"preload: {status['preload']}")
         if status["last_ready"]:
             out.append(f"last ready in {status['last_ready']['took_s']:.2f}s")
         if status["sync"]:

@@ -4,7 +4,7 @@ file, line and column, as `ConfigError`."""
 
 from __future__ import annotations
 
-__all__ = ["find_config", "load", "sanitise_name", "deep_merge", "COMPOSE_FILES"]
+__all__ = ["find_config", "load", "sanitise_name", "deep_merge"]
 
 import os
 import re
@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from .. import schema
 from ..errors import ConfigError, ConfigProblem
 from .envfiles import interpolate_tree, read_env_file
-from .model import CONFIG_NAME, LOCAL_NAME, Browser, Build, Compose, Config, Debugger, Mount, Port, Ready, Rule, Volume, Watch
+from .model import COMPOSE_FILES, CONFIG_NAME, LOCAL_NAME, Browser, Build, Compose, ComposeFiles, Config, Debugger, Mount, Port, Ready, Rule, Volume, Watch
 from .yamlpos import Positions, parse
 
 # -- finding the file --------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     problems += [problem for path, problem in misreads
                  if not any(path[:len(f)] == f or f[:len(path)] == path for f in flagged)]
     if not problems:
-        problems.extend(_check_paths(checked, project_dir, positions, path.name))
+        problems.extend(_check_paths(checked, project_dir, positions, path.name, variables))
     if problems:
         problems.sort(key=lambda p: (p.file != path.name, p.file, p.line, p.column))
         raise ConfigError(problems)
@@ -159,7 +159,8 @@ def _nearest(positions: Positions, path: tuple) -> tuple[str, int, int] | None:
     return positions.get(())
 
 
-def _check_paths(data: dict, project_dir: Path, positions: Positions, shown: str) -> list[ConfigProblem]:
+def _check_paths(data: dict, project_dir: Path, positions: Positions, shown: str,
+                 variables: Mapping[str, str]) -> list[ConfigProblem]:
     """Files that must exist on the host: env_file entries and watch paths."""
     out = []
     env_files = data.get("env_file") or []
@@ -173,11 +174,14 @@ def _check_paths(data: dict, project_dir: Path, positions: Positions, shown: str
             out += [ConfigProblem(str(name), number, 1, message) for number, message in bad]
     compose = data.get("compose")
     if isinstance(compose, dict):
-        file = compose.get("file")
-        if file and not (project_dir / file).is_file():
-            f, line, col = positions.get(("compose", "file")) or (shown, 0, 0)
-            out.append(ConfigProblem(f, line, col, f"compose.file: '{file}' does not exist"))
-        elif not file and not any((project_dir / n).is_file() for n in COMPOSE_FILES):
+        files = compose.get("file") or []
+        for i, file in enumerate(files if isinstance(files, list) else [files]):
+            if not (project_dir / file).is_file():
+                f, line, col = positions.get(("compose", "file", i)) or positions.get(("compose", "file")) or \
+                    (shown, 0, 0)
+                out.append(ConfigProblem(f, line, col, f"compose.file: '{file}' does not exist"))
+        if not files and not variables.get("COMPOSE_FILE") and \
+                not any((folder / n).is_file() for folder in (project_dir, *project_dir.parents) for n in COMPOSE_FILES):
             f, line, col = positions.get(("compose",)) or (shown, 0, 0)
             out.append(ConfigProblem(f, line, col, f"compose: no Compose file here ({', '.join(COMPOSE_FILES)}): "
                                                    "set compose.file"))
@@ -188,14 +192,11 @@ def _check_paths(data: dict, project_dir: Path, positions: Positions, shown: str
     return out
 
 
-COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")  # Compose's lookup
-
-
-def _compose_file(compose: dict, project_dir: Path) -> Path:
-    if compose.get("file"):
-        return (project_dir / compose["file"]).resolve()
-    found = next((project_dir / n for n in COMPOSE_FILES if (project_dir / n).is_file()), None)
-    return found or project_dir / COMPOSE_FILES[0]  # checked in _check_paths
+def _compose_files(compose: dict, project_dir: Path) -> ComposeFiles:
+    """`compose.file` (a file or a list, each a `-f` in order), or none: Compose's own lookup decides."""
+    files = compose.get("file") or []
+    return ComposeFiles(project_dir, tuple((project_dir / f).resolve() for f in (files if isinstance(files, list)
+                                                                                   else [files])))
 
 
 def _with_compose_service(merged: Any, project_dir: Path, positions: Positions, problems: list[ConfigProblem],
@@ -208,12 +209,12 @@ def _with_compose_service(merged: Any, project_dir: Path, positions: Positions, 
     from ..compose import resolve_service
     from ..errors import DevboxError
 
-    file = _compose_file(compose, project_dir)
+    files = _compose_files(compose, project_dir)
     where = positions.get(("compose", "service")) or (shown, 0, 0)
-    if not file.is_file():
+    if not all(f.is_file() for f in files.files):
         return merged  # reported by _check_paths
     try:
-        defaults = resolve_service(file, compose["service"])
+        defaults = resolve_service(files, compose["service"])
     except DevboxError as e:
         problems.append(ConfigProblem(where[0], where[1], where[2], f"compose.service: {e}"))
         return merged
@@ -272,8 +273,9 @@ def _freeze(data: dict, path: Path, project_dir: Path) -> Config:
         watch=Watch(tuple((project_dir / p).resolve() for p in watch.get("paths", ["."])),
                     tuple(watch.get("ignore", [])), int(watch.get("debounce_ms", 50)), tuple(rules),
                     None if watch.get("poll", "auto") == "auto" else bool(watch["poll"])),
-        compose=None if compose is None else Compose(_compose_file(compose, project_dir),
-                                                     tuple(compose.get("services", [])), compose.get("service")),
+        compose=None if compose is None else Compose(_compose_files(compose, project_dir),
+                                                     tuple(compose.get("services", [])), compose.get("service"),
+                                                     tuple(compose.get("completed", []))),
         preload=None if data.get("preload", "auto") == "auto" else bool(data["preload"]),
         sync=None if data.get("sync", "auto") == "auto" else bool(data["sync"]),
         entrypoint=None if "entrypoint" not in data else tuple(_argv(data["entrypoint"])),

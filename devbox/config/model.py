@@ -3,12 +3,13 @@ trusts it."""
 
 from __future__ import annotations
 
-__all__ = ["Config", "Port", "Mount", "Volume", "Ready", "Watch", "Rule", "Build", "Compose", "Debugger", "Browser", "CONFIG_NAME",
-           "LOCAL_NAME", "RuleAction"]
+__all__ = ["Config", "Port", "Mount", "Volume", "Ready", "Watch", "Rule", "Build", "Compose", "ComposeFiles", "Debugger", "Browser",
+           "CONFIG_NAME", "LOCAL_NAME", "RuleAction", "COMPOSE_FILES", "OVERRIDE_FILES"]
 
 import enum
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -91,10 +92,44 @@ class Build:
 
 
 @dataclass(frozen=True)
+class ComposeFiles:
+    """Which Compose files make the project: `files` as `compose.file` lists them (each `-f`), or none,
+    and then Compose's own lookup in `folder` decides (compose.yaml and its override, COMPOSE_FILE, .env)."""
+
+    folder: Path
+    files: tuple[Path, ...] = ()
+
+    def args(self) -> list[str]:
+        return [arg for file in self.files for arg in ("-f", str(file))]
+
+    def __str__(self) -> str:
+        if self.files:
+            return " + ".join(_shown(f, self.folder) for f in self.files)
+        present = [n for n in (*COMPOSE_FILES, *OVERRIDE_FILES) if (self.folder / n).is_file()]
+        return " + ".join(present) if present and not os.environ.get("COMPOSE_FILE") else "the Compose files"
+
+
+def _shown(path: Path, folder: Path) -> str:
+    try:
+        return path.relative_to(folder).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# Compose's own lookup, for messages and `init` (Compose decides which apply: devbox never passes these)
+COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+OVERRIDE_FILES = ("compose.override.yaml", "compose.override.yml", "docker-compose.override.yaml",
+                  "docker-compose.override.yml")
+
+
+@dataclass(frozen=True)
 class Compose:
-    file: Path
+    where: ComposeFiles  # the Compose files of the project
     services: tuple[str, ...] = ()  # started beside devbox's container, reached by name
     service: str | None = None  # the Compose service devbox runs as its own (its keys under devbox.yaml's)
+    # of `services`, the one-shots (`condition: service_completed_successfully`: a migrations `prestart`):
+    # run to completion, exit 0, before the server starts
+    completed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,6 +193,13 @@ class Config:
             return f"{mount.target.rstrip('/')}/{relative.as_posix()}" if str(relative) != "." else mount.target
         return None
 
+    def code_roots(self) -> list[tuple[Path, str]]:
+        """Where the project's code is in the container: each bind mount of the project folder or a folder
+        in it (host folder, container path), the most specific first; the folder at the workdir if none is."""
+        inside = [(m.source, m.target) for m in self.mounts
+                  if m.source == self.project_dir or self.project_dir in m.source.parents]
+        return sorted(inside, key=lambda m: len(m[1]), reverse=True) or [(self.project_dir, self.workdir)]
+
     def host_path(self, container_path: str) -> Path | None:
         """Where a container path is on this machine, through the bind mounts (None if no mount has it)."""
         for mount in sorted(self.mounts, key=lambda m: len(m.target), reverse=True):
@@ -219,6 +261,8 @@ class Config:
             },
         }
         if self.compose is not None:
-            out["compose"] = {"file": str(self.compose.file), "services": list(self.compose.services)} | \
-                ({"service": self.compose.service} if self.compose.service else {})
+            files = [str(f) for f in self.compose.where.files]
+            out["compose"] = ({"file": files} if files else {}) | {"services": list(self.compose.services)} | \
+                ({"service": self.compose.service} if self.compose.service else {}) | \
+                ({"completed": list(self.compose.completed)} if self.compose.completed else {})
         return out

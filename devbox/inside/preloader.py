@@ -40,6 +40,7 @@ import struct
 import sys
 
 MODULES_FILE = "preload-modules"  # next to SOCKET: the child's sys.modules, outside the project
+SETTINGS_LINE = "@django-settings "  # a line of MODULES_FILE: the Django settings module the server used
 SKIP_FILE = "preload-skip"  # modules found to start a thread or keep a file open at import
 PREFIX = "devbox-preload:"
 ARGV_VAR = "DEVBOX_ARGV"  # the client's: the server's argv, joined by SEP (argv has no place for it)
@@ -306,11 +307,9 @@ def _split_options(args: list) -> tuple:
 
 class Retire(Exception):
     """This preloader must not fork again: a module it imported started a thread or kept a file open
-    (a new preloader leaves it out), or `off`: preloading cannot work for this project."""
+    (a new preloader leaves it out)."""
 
-    def __init__(self, why: str, off: bool = False):
-        super().__init__(why)
-        self.kind = "off" if off else "restart"
+    kind = "restart"
 
 
 class Preloader:
@@ -322,6 +321,8 @@ class Preloader:
         self.modules_seen = None  # (mtime, size) of the modules file when last read
         self.failed = set()  # names that did not import here: not tried again
         self.files = {}  # path -> (mtime, size) of every preloaded module's file, to notice a change
+        self.read = {}  # path -> (mtime, size) of the other files the project's preloaded modules read
+        self.project_modules = ()  # the project's own modules this process holds (its settings, say)
         self.children = {}  # pid -> the client's connection
         self.ended = []  # children reaped since the last fork: their groups may still hold members
         self.stale = ""  # why this preloader must not fork again (a preloaded file changed)
@@ -351,7 +352,9 @@ class Preloader:
             return 0
         self.modules_seen = (st.st_mtime, st.st_size)
         with open(self.modules_file) as f:
-            names = [n.strip() for n in f if n.strip()]
+            lines = [n.strip() for n in f if n.strip()]
+        names = [n for n in lines if not n.startswith(SETTINGS_LINE)]
+        settings = next((n[len(SETTINGS_LINE):] for n in lines if n.startswith(SETTINGS_LINE)), "")
         skip = set()
         if os.path.exists(self.skip_file):
             with open(self.skip_file) as f:
@@ -379,13 +382,64 @@ class Preloader:
                     raise Retire("%s %s at import" % (name, trap))
         finally:
             sys.path[:] = self.sys_path
+        if settings and "django" in sys.modules:
+            count += self.preload_settings(settings)
+        # the project's own modules here (the settings; or reached by a library through a path that is not
+        # the project's own): each file is stamped, so a change to one makes the next start cold and this
+        # preloader retire for a fresh one; nothing of the project is ever served stale
+        project = []
         for name, module in list(sys.modules.items()):
             path = getattr(module, "__file__", None) or ""
-            if path and self.project_file(path):  # reached despite the above: never serve it stale
-                raise Retire("preloading imported the project's own %s" % name, off=True)
             if path and path not in self.files:
                 self.files[path] = _stamp(path)
+            if path and self.project_file(path):
+                project.append(name)
+        if tuple(sorted(project)) != self.project_modules:
+            self.project_modules = tuple(sorted(project))
+            say("project", " ".join(self.project_modules))
         return count
+
+    def preload_settings(self, name: str) -> int:
+        """Django's settings module, imported here with the project on sys.path as the server has it: what
+        it imports (and the files it reads: a .env through django-environ, say) is warm in every child.
+        The files it opened are stamped like its modules. Its AppConfig.ready() code is not run here:
+        that belongs to each server start (django.setup() runs in the child, as cold)."""
+        import builtins
+        import importlib
+        import io
+
+        if name in sys.modules or name in self.failed or self._skipped(name):
+            return 0
+        opened = []
+        real_open = builtins.open
+
+        def watching_open(file, *args, **kwargs):
+            if isinstance(file, (str, bytes, os.PathLike)):
+                opened.append(os.fsdecode(os.path.abspath(file)))
+            return real_open(file, *args, **kwargs)
+
+        # sys.path as the server has it: the script's folder first (`python -m`: the working folder)
+        first = os.path.dirname(os.path.abspath(self.target.script)) if self.target.script else os.getcwd()
+        sys.path[:] = ([first] if self.path0 else []) + self.sys_path[1 if self.path0 else 0:]
+        threads, fds = _threads(), _fds()
+        builtins.open = io.open = watching_open
+        try:
+            importlib.import_module(name)
+        except BaseException:
+            self.failed.add(name)
+            return 0
+        finally:
+            builtins.open = io.open = real_open
+            sys.path[:] = self.sys_path
+        trap = "started a thread" if _threads() > threads else "kept a file or socket open" if _fds() - fds else ""
+        if trap:
+            with open(self.skip_file, "a") as f:
+                f.write(name + "\n")
+            raise Retire("%s %s at import" % (name, trap))
+        for path in opened:
+            if not path.endswith(".pyc") and os.path.isfile(path):
+                self.read[path] = _stamp(path)
+        return 1
 
     def preload_debugger(self) -> None:
         """With devbox's debugger on (its hub's record is there), every child attaches to it: import
@@ -416,9 +470,10 @@ class Preloader:
             return False
 
     def changed_file(self) -> str:
-        for path, stamp in self.files.items():
-            if _stamp(path) != stamp:
-                return path
+        for stamps in (self.files, self.read):
+            for path, stamp in stamps.items():
+                if _stamp(path) != stamp:
+                    return path
         return ""
 
     # serving
@@ -485,13 +540,13 @@ class Preloader:
                     os.close(wake_w)
                     return job
                 if self.stale:
-                    retire(self.stale)
+                    retire(self.stale, "stale")
                     continue
             if time.monotonic() - last_look > 1.0:  # between starts: take in what the child recorded
                 last_look = time.monotonic()
                 changed = self.changed_file()
                 if changed:
-                    retire("%s changed" % changed)
+                    retire("%s changed" % changed, "stale")
                     continue
                 gc.unfreeze()
                 try:
@@ -826,6 +881,9 @@ def _write_modules() -> None:
             path = getattr(module, "__file__", None)
             if name != "__main__" and isinstance(path, str) and not preloader.project_file(path):
                 names.append(name)
+        settings = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+        if settings in sys.modules and "django" in sys.modules:  # a Django server: its settings, by name
+            names.append(SETTINGS_LINE + settings)
         temporary = "%s.%d" % (preloader.modules_file, os.getpid())
         with open(temporary, "w") as f:
             f.write("\n".join(names) + "\n")

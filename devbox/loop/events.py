@@ -6,7 +6,7 @@ signal handlers, timers) only put these on the queue; the loop alone acts on the
 
 from __future__ import annotations
 
-__all__ = ["Changed", "Exited", "Probed", "Stop", "EngineAction", "EngineEvent", "ContainerLost", "Retry",
+__all__ = ["Changed", "Exited", "Probed", "Stop", "EngineAction", "EngineEvent", "ContainerLost", "Retry", "Settled",
            "Failed", "Verb", "Control", "StoppedBy", "Event", "Interrupted"]
 
 import enum
@@ -76,6 +76,11 @@ class Retry:
 
 
 @dataclass
+class Settled:
+    token: int  # the build hold's timer (buildhold.py): the held changes act now if it is the newest
+
+
+@dataclass
 class Failed:
     message: str  # a helper thread died: `up` ends with this line, exit 1
 
@@ -104,7 +109,7 @@ class StoppedBy(enum.Enum):
     DOWN = "down"  # `devbox down`: it removes the container
 
 
-Event = Changed | Exited | Probed | Stop | EngineEvent | ContainerLost | Retry | Failed | Control
+Event = Changed | Exited | Probed | Stop | EngineEvent | ContainerLost | Retry | Settled | Failed | Control
 
 
 class Interrupted(Exception):

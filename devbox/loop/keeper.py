@@ -19,6 +19,7 @@ from ..debugger import CONTAINER_PORT as DEBUG_PORT
 from ..engine import endpoint
 from ..errors import ContainerError, ContainerGone, DevboxError, DockerUnavailable, render
 from ..exposure import exposure_warnings
+from ..ready import unchecked
 from ..ports import free_local_port, port_in_use_error, remote_port_lines, taken_ports
 from ..prestart import Prestart
 from ..sync import Placement, Syncer
@@ -60,8 +61,9 @@ class ContainerKeeper:
 
     def bring_up(self, began: float) -> None:
         loop, slot = self.loop, self.loop.slot
-        for line in exposure_warnings(self.config):
-            self.say(f"warning: {line}")
+        for line in [*exposure_warnings(self.config), unchecked(self.config)]:
+            if line:
+                self.say(f"warning: {line}")
         prestarted = self.prestart is not None and self.prestart.started()
         slot.open_debugger_port()
         self._check_ports(prestarted)
@@ -124,7 +126,8 @@ class ContainerKeeper:
         if not cfg.services:
             return  # nothing to start, no network to join
         loop = self.loop
-        services = loop.interruptible(lambda: Services.resolve(cfg.file, cfg.services, self.config.file.name))
+        services = loop.interruptible(lambda: Services.resolve(cfg.where, cfg.services, self.config.file.name,
+                                                                cfg.completed))
         started = loop.interruptible(lambda: services.up(self.say, self.address_of))
         remember_started(self.config.name, started)
         if started:

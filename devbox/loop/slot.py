@@ -171,7 +171,7 @@ class ServerSlot:
             return
         self.relay.target = ("127.0.0.1", session.host_port)
         cfg = self.config
-        shown = json.dumps(launch_configuration(self.relay.port, "${workspaceFolder}", cfg.container_path(cfg.project_dir) or cfg.workdir))
+        shown = json.dumps(launch_configuration(self.relay.port, cfg))
         self.say_once(f"debugger: attach a client at 127.0.0.1:{self.relay.port}; VS Code: {shown}")
 
     def close(self) -> None:
@@ -447,7 +447,9 @@ class ServerSlot:
                 pid = None
             server = {"pid": pid, "uptime_s": round(time.monotonic() - self.started, 1),
                       "ready": proc.ready, "started_because": self.reason}
-        return {"server": server, "restarts": max(0, self.generation - 1),
+        launcher = self.launcher
+        preload = launcher.describe() if isinstance(launcher, PreloadLauncher) else "off"
+        return {"server": server, "restarts": max(0, self.generation - 1), "preload": preload,
                 "last_ready": None if self.last_ready is None else
                 {"at": self.last_ready[0], "took_s": round(self.last_ready[1], 3)}}
 

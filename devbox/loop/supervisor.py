@@ -35,7 +35,8 @@ from ..prestart import Prestart
 from ..watch import Watcher, forget_bytecode, plan
 from .eventqueue import EventQueue
 from .events import (Changed, ContainerLost, Control, EngineAction, EngineEvent, Event, Exited, Failed,
-                     Interrupted, Probed, Retry, Stop, StoppedBy, Verb)
+                     Interrupted, Probed, Retry, Settled, Stop, StoppedBy, Verb)
+from .buildhold import SETTLE, BuildHold
 from .keeper import ContainerKeeper
 from .live import LiveConfig
 from .slot import ServerSlot, show
@@ -58,6 +59,7 @@ class Supervisor:
         self.slot = ServerSlot(self)
         self.keeper = ContainerKeeper(self, recreate, prestart, build)
         self.live = LiveConfig(self)
+        self.build_hold = BuildHold()  # changes that rebuild, held until their burst is over
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -101,6 +103,10 @@ class Supervisor:
                     slot.on_probed(event)
                 elif isinstance(event, Retry):
                     slot.on_retry(event)
+                elif isinstance(event, Settled):
+                    released = self.build_hold.release(event.token)
+                    if released is not None:
+                        self.on_changes(*released, settled=True)
                 elif isinstance(event, Control):
                     self.on_control(event)
                     if self.stopped_by:
@@ -123,8 +129,17 @@ class Supervisor:
 
     # -- decide ---------------------------------------------------------------------------------
 
-    def on_changes(self, paths: set[str], seen: float) -> None:
+    def on_changes(self, paths: set[str], seen: float, settled: bool = False) -> None:
         slot, keeper = self.slot, self.keeper
+        if not settled and (self.build_hold.active or plan(paths, self.config.watch.rules).rebuild):
+            # a rebuild waits for its burst to end (buildhold.py); what changes meanwhile comes with it
+            if not self.build_hold.active:
+                self.say(f"rebuild: waiting for {SETTLE:g}s without changes first (a package manager writes "
+                         "its files seconds apart)")
+            timer = threading.Timer(SETTLE, self.events.put, args=(Settled(self.build_hold.add(paths, seen)),))
+            timer.daemon = True
+            timer.start()
+            return
         # a synced container gets the files while the old server stops: what reads them waits for them
         files_in = keeper.sync(paths)
         paths = self.live.take(paths)
