@@ -86,6 +86,24 @@ class Dockerfile:
                 out += copy.destinations(relative) or []
         return out
 
+    def sources_of(self, place: str) -> list[str]:
+        """The context paths the image's stage copies to the container path `place` (before a build: is the
+        script the command names in the image?)."""
+        out = []
+        for copy in self.copies:
+            if not copy.final or not copy.dest:
+                continue
+            dest = copy.dest.rstrip("/") or "/"
+            for source in map(clean_source, copy.sources):
+                if place == dest and not copy.dest.endswith("/"):
+                    out.append(source)
+                elif place.startswith(dest.rstrip("/") + "/"):
+                    rest = place[len(dest.rstrip("/")) + 1:]
+                    out.append(rest if source == "." else posixpath.join(source, rest))
+                    if copy.dest.endswith("/") and "/" not in rest:
+                        out.append(posixpath.join(posixpath.dirname(source), rest) if source != "." else rest)
+        return out
+
     def uses(self, relative: str) -> list[str] | None:
         """Whether the build reads this context file: None if not, else where it lands in the image's stage
         (empty: read by an earlier stage or a RUN's bind mount only, so nothing of it is placed there)."""

@@ -278,6 +278,8 @@ def _code(config: Config, client) -> Iterator[Check]:
         return
     kind, name = target
     answer = _ask_python(config, client, kind, name)
+    if answer is None and kind == "script":  # no image yet: where its mount or the Dockerfile's COPY has it
+        answer = _script_before_build(config, name)
     if answer is None:
         yield Check("ok", f"command: {name} is checked once the image is built (`devbox up`)")
     elif answer.startswith("found "):
@@ -285,9 +287,28 @@ def _code(config: Config, client) -> Iterator[Check]:
         yield Check("ok", f"command: {name} is there" + ("" if where == name else f" ({where})"))
     else:
         why = answer.removeprefix("missing ")
-        yield Check("fail", f"command: {'no file' if kind == 'script' else 'Python finds no module'} {name} from "
-                            f"the workdir {config.workdir} in the container ({why}): fix `command`, `workdir` or "
-                            f"`mounts` in {config.file.name}")
+        what = f"{name} is not in the container" if kind == "script" else \
+            f"Python finds no module {name} from the workdir {config.workdir} in the container"
+        yield Check("fail", f"command: {what} ({why}): fix `command`, `workdir` or `mounts` in {config.file.name}")
+
+
+def _script_before_build(config: Config, name: str) -> str | None:
+    """Before the first build, whether the container will have the script: through a mount, or through the
+    Dockerfile's COPY of a context file that is there; None if devbox cannot tell."""
+    mounted = config.host_path(name)
+    if mounted is not None:
+        return f"found {name}" if mounted.is_file() else "missing no such file"
+    if config.build is None:
+        return None
+    from .dockerfile import read_dockerfile
+
+    parsed = read_dockerfile(config.build.context / config.build.dockerfile, config.build.target)
+    if parsed is None:
+        return None
+    sources = parsed.sources_of(name)
+    if any((config.build.context / source).is_file() for source in sources):
+        return f"found {name}"
+    return "missing neither mounted nor copied there by the Dockerfile"
 
 
 def _within(path: str, folder: str) -> bool:

@@ -148,7 +148,8 @@ def test_ctrl_c_with_pipes_reaches_the_command(project, busybox_image):
 def test_exec_starts_a_stopped_container_and_says_when_there_is_none(project, busybox_image):
     project.config(APP.replace("{image}", "busybox:1"))
     none = project.run("exec", "true")
-    assert none.returncode == 2 and "run `devbox up` first" in none.stderr
+    # a runtime failure (SPEC: 1), not bad usage or config (2)
+    assert none.returncode == 1 and "run `devbox up` first" in none.stderr
     run = project.up()
     run.wait_for(r"started in .*\(start\)")
     assert run.interrupt() == 0

@@ -367,4 +367,5 @@ def test_doctor_fails_a_config_whose_command_is_not_where_it_runs(named_project,
     doctor = project.run("doctor")
     assert doctor.returncode == 1, doctor.stderr
     assert "warn  workdir /app is not where the code is mounted (app:/usr/src/app, " in doctor.stderr, doctor.stderr
-    assert "fail  command: /app/app/manage.py does not exist in the container (workdir /app)" in doctor.stderr
+    assert "fail  command: /app/app/manage.py is not in the container (neither mounted nor copied there by the " \
+           "Dockerfile)" in doctor.stderr, doctor.stderr

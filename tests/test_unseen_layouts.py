@@ -388,14 +388,3 @@ def test_doctor_asks_python_and_names_a_module_it_cannot_find(named_project, pyt
         """)
     doctor = project.run("doctor")
     assert "ok    command: pkg.app is there (/app/pkg/app.py)" in doctor.stderr, doctor.stderr
-
-
-def test_exec_with_no_container_is_a_runtime_failure(project, python_image):
-    project.config("""\
-        name: {name}
-        image: devbox-test/python:bookworm
-        command: python3 -m http.server 8000
-        """)
-    done = project.run("exec", "true")
-    assert done.returncode == 1 and "run `devbox up` first" in done.stderr, (done.returncode, done.stderr)
-    assert project.container() is None  # nothing was made
