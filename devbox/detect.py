@@ -235,7 +235,7 @@ def _code_mount(folder: Path, found: Detected, service: dict | None, parsed: Doc
             shown = shown if shown.startswith("/") else "./" + shown.removeprefix("./")
             found.other_mounts.append(f"{shown}:{bind['target']}" + (":ro" if bind.get("read_only") else ""))
         if found.code != "." or found.code_at != "/app":
-            copy = f"COPY {source if source != '.' else '.'} {dest}" if dest else "no COPY of the code"
+            copy = f"COPY {source} {dest}" if dest else "no COPY of the code"
             found.reasons.append(f"the code: {found.code} mounted at {found.code_at}, where {found.dockerfile} "
                                  f"has it ({copy})")
     else:
