@@ -75,7 +75,7 @@ def run_layout(name: str, make, module: str, text: str, saves: int, client) -> d
         config = (folder / "devbox.yaml").read_text()
         if "5000:5000" in config:  # the Flask layout: the bench's port, and the frameworks (as a user adds them)
             config = config.replace('"5000:5000"', f'"{port}:5000"').replace(
-                "mounts:   #", f"mounts:\n  - {images.SITE_DIR}:/site:ro   #", 1)
+                "  - ./src:/srv/shop/src\n", f"  - ./src:/srv/shop/src\n  - {images.SITE_DIR}:/site:ro\n", 1)
             (folder / "devbox.yaml").write_text(config)
         lines: list[str] = []
         began = time.monotonic()

@@ -154,7 +154,7 @@ def test_a_nested_package_is_mounted_where_the_image_has_it(named_project, pytho
     assert "FLASK_APP: shop" in config, config
     # the test's own port and the frameworks, as a user adds what init cannot know
     config = config.replace('"5000:5000"', f'"{project.port}:5000"').replace(
-        "mounts:   #", f"mounts:\n  - {site_packages}:/site:ro   #", 1)
+        "  - ./src:/srv/shop/src\n", f"  - ./src:/srv/shop/src\n  - {site_packages}:/site:ro\n", 1)
     (project.path / "devbox.yaml").write_text(config)
     run = project.up()
     wait_http(project.port, "hello v1", "/hello/", timeout=FIRST_UP)
