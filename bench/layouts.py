@@ -7,7 +7,7 @@ one-shot `prestart`; a Django project whose service mounts only its package, wit
 folder and Redis; a nested Flask package from a Dockerfile alone). For each, from nothing (no image, no
 container, no volume): `devbox init`, then `devbox up` to the first answer of the app's /hello/ page
 (first_up_s), then `--saves` edits of a module, each from the write to the page showing it (save_s,
-median), polling every 5 ms; the preload state from `devbox status`. The devbox.yaml init wrote is kept in
+median), polling every 10 ms (bench/first_week.py's observer); the preload state from `devbox status`. The devbox.yaml init wrote is kept in
 the results. `down --volumes` ends each, and what it leaves is counted.
 
 Results go to bench/results/layouts.json.
@@ -19,14 +19,12 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -37,24 +35,7 @@ sys.path[:0] = [str(ROOT / "tests")]
 import apps  # noqa: E402
 import images  # noqa: E402
 import layouts  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def served(port: int, text: str, began: float, timeout: float = 300) -> float:
-    while time.monotonic() - began < timeout:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello/", timeout=2) as r:
-                if text in r.read().decode():
-                    return time.monotonic() - began
-        except OSError:
-            pass
-        time.sleep(0.005)
-    raise RuntimeError(f"/hello/ never answered {text!r}")
+from first_week import free_port, served  # noqa: E402  (bench/first_week.py's observer)
 
 
 def devbox(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -83,13 +64,13 @@ def run_layout(name: str, make, module: str, text: str, saves: int, client) -> d
                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         threading.Thread(target=lambda: lines.extend(line.rstrip() for line in up.stdout), daemon=True).start()
         try:
-            first_up = served(port, text.format("v1"), began)
+            first_up = served(port, "/hello/", text.format("v1"), began)
             times = []
             for i in range(2, saves + 2):
                 time.sleep(1.5)  # the preloader learns from the first fork, a second after its imports
                 saved = time.monotonic()
                 (folder / module).write_text(apps.value_module(f"v{i}"))
-                times.append(served(port, text.format(f"v{i}"), saved, timeout=60))
+                times.append(served(port, "/hello/", text.format(f"v{i}"), saved, timeout=60))
             status = devbox("status", "--json", cwd=folder)
             preload = json.loads(status.stdout).get("preload") if status.returncode == 0 else None
         finally:
