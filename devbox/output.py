@@ -16,7 +16,7 @@ counted, not kept.
 
 from __future__ import annotations
 
-__all__ = ["Sink", "Lines", "say", "stdout", "stderr", "flush", "use_sinks", "stop_waiting", "MAX_LINE"]
+__all__ = ["Sink", "Lines", "say", "quoted", "stdout", "stderr", "flush", "use_sinks", "stop_waiting", "MAX_LINE"]
 
 import collections
 import os
@@ -122,6 +122,30 @@ def stop_waiting() -> None:
         with sink._cond:
             sink.lossy = True
             sink._cond.notify_all()
+
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", '"': '\\"', "\a": "\\a", "\b": "\\b",
+            "\f": "\\f", "\v": "\\v"}
+
+
+def quoted(name: str) -> str:
+    """A file name as devbox prints it: as is when plain, else in double quotes with C escapes, as git
+    shows such names, so that no name can forge a line or hide what it is (a newline, a control character,
+    a byte that is not UTF-8, a quote or a backslash)."""
+    if name.isprintable() and '"' not in name and "\\" not in name and not name.startswith(" ") \
+            and not name.endswith(" "):
+        return name
+    out = []
+    for char in name:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif "\udc80" <= char <= "\udcff":  # a byte that is not UTF-8 (surrogateescape)
+            out.append(f"\\{ord(char) - 0xdc00:03o}")
+        elif not char.isprintable() and char != " ":
+            out.append("".join(f"\\{b:03o}" for b in char.encode("utf-8", "surrogatepass")))
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 def say(message: str) -> None:

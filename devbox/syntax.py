@@ -16,6 +16,8 @@ import ast
 from pathlib import Path
 from typing import Iterable
 
+from .output import quoted
+
 # Run by the container's python3 with the container paths as arguments: exit 0 if any of them parses.
 CONTAINER_CHECK = """
 import ast, sys
@@ -29,8 +31,8 @@ sys.exit(1)
 """
 
 
-def host_errors(project_dir: Path, changed: Iterable[str]) -> list[str]:
-    """One line per changed .py file if every one of them fails to parse here, else []."""
+def host_errors(project_dir: Path, changed: Iterable[str]) -> list[tuple[str, str]]:
+    """(the file, one line) per changed .py file if every one of them fails to parse here, else []."""
     errors = []
     for relative in sorted(p for p in changed if p.endswith(".py")):
         try:
@@ -41,7 +43,7 @@ def host_errors(project_dir: Path, changed: Iterable[str]) -> list[str]:
             compile(source, relative, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
             return []  # one of them parses: restart as usual
         except SyntaxError as e:
-            errors.append(f"{relative}:{e.lineno}: {type(e).__name__}: {e.msg}")
+            errors.append((relative, f"{quoted(relative)}:{e.lineno}: {type(e).__name__}: {e.msg}"))
         except ValueError:
             return []  # null bytes and the like: let the server say
     return errors

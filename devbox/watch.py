@@ -31,6 +31,7 @@ from watchfiles._rust_notify import RustNotify  # the documented low-level watch
 
 from .config import Rule, RuleAction
 from .ignore import IgnoreRules, Pattern, unreadable_folders
+from .output import quoted
 
 FAST_QUIET_MS = 10  # quiet time before a small batch (an editor save) is handed over; 5 ms costs 1.2 % idle CPU
 SMALL_BATCH = 4  # paths: a save may touch the file, a backup and a temp file; more than that is a burst
@@ -110,7 +111,7 @@ def plan(changed: Iterable[str], rules: Iterable[Rule]) -> Plan:
         result.restart = True
     if triggers:
         more = f" and {len(triggers) - 1} more" if len(triggers) > 1 else ""
-        result.reason = f"{triggers[0]}{more} changed"
+        result.reason = f"{quoted(triggers[0])}{more} changed"
     return result
 
 

@@ -278,3 +278,29 @@ def test_a_refused_up_leaves_the_other_folders_container_as_it_was(project, busy
     assert len(lines) == 1 and f"project name '{project.name}' is taken by {project.path}" in lines[0], lines
     project.container().reload()
     assert project.container().status == "exited"  # not started by the refused `up`
+
+
+# -- file names -------------------------------------------------------------------------------------------
+
+def test_a_file_name_cannot_forge_a_devbox_line(project, busybox_image):
+    """A name with a newline is shown quoted with escapes, as git shows it: one line, not two."""
+    project.write("www/index.html", "v1\n")
+    project.config(BUSYBOX)
+    run = project.up()
+    wait_http(project.port, "v1")
+    run.wait_for(r"ready in .*\(start\)|started in .*\(start\)")
+    (project.path / "zz\nvictim.txt").write_text("x\n")
+    line = run.wait_for(r"(ready|started) in .*changed\)$")
+    assert line.endswith('("zz\\nvictim.txt" changed)'), line
+    assert not any(text.startswith("devbox: victim.txt") for text in run.lines), run.output
+    assert run.interrupt() == 0
+
+
+def test_names_are_quoted_only_when_they_need_it():
+    from devbox.output import quoted
+    from devbox.watch import plan
+
+    assert quoted("shop/views.py") == "shop/views.py" and quoted("café.py") == "café.py"
+    assert quoted("zz\nvictim.txt") == '"zz\\nvictim.txt"' and quoted('a"b\\c') == '"a\\"b\\\\c"'
+    assert quoted("bad\udcff.py") == '"bad\\377.py"' and quoted("bell\x07\x1b[2J") == '"bell\\a\\033[2J"'
+    assert plan({"zz\nvictim.txt"}, ()).reason == '"zz\\nvictim.txt" changed'

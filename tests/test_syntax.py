@@ -59,8 +59,8 @@ def test_the_host_check_holds_only_when_every_changed_file_fails(tmp_path):
     (tmp_path / "bad.py").write_text("def f(:\n    pass\n")
     (tmp_path / "indent.py").write_text("def f():\nreturn 1\n")
     assert host_errors(tmp_path, {"bad.py", "indent.py", "notes.txt"}) == [
-        "bad.py:1: SyntaxError: invalid syntax",
-        "indent.py:2: IndentationError: expected an indented block after function definition on line 1",
+        ("bad.py", "bad.py:1: SyntaxError: invalid syntax"),
+        ("indent.py", "indent.py:2: IndentationError: expected an indented block after function definition on line 1"),
     ]
     assert host_errors(tmp_path, {"bad.py", "good.py"}) == []  # one parses: restart as usual
     assert host_errors(tmp_path, {"gone.py", "bad.py"}) == []  # a deleted file is not a syntax matter

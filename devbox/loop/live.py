@@ -16,6 +16,7 @@ from ..config import LOCAL_NAME, Config, load, read_env_file
 from ..container import Box
 from ..errors import ConfigError, DevboxError, render
 from ..identity import container_spec
+from ..output import quoted
 from .events import Interrupted
 
 if TYPE_CHECKING:
@@ -88,8 +89,8 @@ class LiveConfig:
             if relative in paths:
                 read_env_file(path, problems)
             for number, message in problems:
-                say(f"{relative}:{number}: {message}")
+                say(f"{quoted(relative)}:{number}: {message}")
             if problems:
-                say(f"{relative} not applied; the server runs on with what it had")
+                say(f"{quoted(relative)} not applied; the server runs on with what it had")
                 bad.add(relative)
         return bad

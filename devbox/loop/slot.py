@@ -426,10 +426,10 @@ class ServerSlot:
         if not errors or self.launcher is None:
             return False
         files_in()  # the container's copy is what it parses
-        inside = [cfg.container_path(cfg.project_dir / line.split(":", 1)[0]) for line in errors]
+        inside = [cfg.container_path(cfg.project_dir / relative) for relative, _ in errors]
         if None in inside or self.launcher.parses_inside([p for p in inside if p]):
             return False  # not mounted, no python3 there, or its grammar accepts one: the container decides
-        for line in errors:
+        for _, line in errors:
             self.say(line)
         self.say("kept the running server: save a fix and it restarts")
         return True
