@@ -24,12 +24,14 @@ __all__ = ["BrowserFront", "INJECTED_PATH"]
 import asyncio
 import html
 import json
+import os
 import re
 import threading
 import time
 import zlib
 from typing import Callable
 
+from . import output
 from .errors import PortInUse
 
 PREFIX = "/__devbox/"
@@ -193,6 +195,19 @@ class BrowserFront:
         return self.session
 
     async def _handle(self, request):
+        from aiohttp import web
+
+        try:
+            return await self._route(request)
+        except ConnectionError as e:
+            # the browser went away mid-request (it cancels requests on every navigation): nothing for the
+            # terminal; aiohttp drops the answer to a closed connection by itself
+            if os.environ.get("DEVBOX_TRACE") == "1":
+                output.say(f"trace: browser: a client left during {request.method} {request.path} "
+                           f"({type(e).__name__})")
+            return web.Response(status=499)
+
+    async def _route(self, request):
         from aiohttp import web
 
         path = request.path

@@ -382,3 +382,33 @@ def test_browser_config(tmp_path):
         assert config.browser == expected, text
         # the container publishes the first port itself only without `browser:`: a new container when toggled
         assert ("browser" in container_spec(config)) == (expected is not None), text
+
+
+def test_clients_that_hang_up_mid_request_leave_no_trace_on_the_terminal(project, python_image):
+    """Browsers cancel requests on every navigation: 300 clients that send half a body, or ask and leave
+    before the answer, put nothing on the user's terminal, and the app still answers."""
+    make_app(project)
+    run = project.up()
+    wait_http(project.port, "v1", "/json")
+
+    def hang_up(i: int) -> None:
+        with socket.create_connection(("127.0.0.1", project.port), timeout=5) as s:
+            if i % 2:  # half a body
+                s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+            else:  # a request, gone before the answer (reset: SO_LINGER 0)
+                s.sendall(b"GET /blob HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    threads = [threading.Thread(target=hang_up, args=(i,)) for i in range(300)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert wait_http(project.port, "v1", "/json")  # the front and the app still answer
+    time.sleep(1)  # not a wait for a condition: the grace for lines that must NOT come (none can be awaited)
+    # (the app's own stdlib server may print its BrokenPipeError when the front lets go of an answer nobody
+    # reads any more: the app's output, as without devbox; devbox's front prints nothing)
+    printed = run.output
+    assert "Error handling request" not in printed and "aiohttp" not in printed, printed
+    assert "devbox/browser.py" not in printed and "Connection lost" not in printed, printed
+    assert run.interrupt() == 0
