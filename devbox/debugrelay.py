@@ -6,13 +6,20 @@ holds is found when `up` starts, with one line, not as a container that cannot s
 speaks something else than the Debug Adapter Protocol (a browser, a pydevd client) gets one line
 saying so instead of reaching debugpy's adapter, which exits when a message handler fails; and the
 port can change without a new container. Every message of a debug session passes here, so both
-sides send at once (TCP_NODELAY): a message's header and body are written apart."""
+sides send at once (TCP_NODELAY): a message's header and body are written apart.
+
+debugpy's adapter asks a client for nothing, and an attached client runs code in the container, as the
+container's user: so the relay takes connections only from processes of the user who runs `devbox up`
+(on Linux the kernel says whose a loopback connection is, in /proc/net/tcp) and refuses any other with
+one line that names the uid."""
 
 from __future__ import annotations
 
 __all__ = ["DebugRelay", "DAP_START"]
 
+import os
 import socket
+import sys
 import threading
 from typing import Callable
 
@@ -53,6 +60,13 @@ class DebugRelay:
     def _connection(self, client: socket.socket) -> None:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
+            uid = peer_uid(client)
+            if uid is not None and uid != os.getuid():
+                self.say(f"debugger: refused a client at 127.0.0.1:{self.port} run by uid {uid}: only uid "
+                         f"{os.getuid()}, who runs `devbox up`, may attach (an attached client runs code in the "
+                         "container)")
+                client.close()
+                return
             first = _first_bytes(client)
             if first.lower() != DAP_START:
                 shown = first[:40].decode("ascii", "replace").split("\r")[0].split("\n")[0]
@@ -132,3 +146,29 @@ def _first_bytes(client: socket.socket) -> bytes:
         pass
     client.settimeout(None)
     return data
+
+
+def peer_uid(client: socket.socket) -> int | None:
+    """The uid of the process at the other end of a loopback TCP connection, from the kernel's table of
+    sockets (/proc/net/tcp: the peer's socket is the row whose local end is our remote end); None where
+    that cannot be told (not Linux, not IPv4, the table unreadable)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        peer, ours = client.getpeername(), client.getsockname()
+        wanted = (_hex_address(peer), _hex_address(ours))
+        with open("/proc/net/tcp") as table:
+            next(table)
+            for line in table:
+                fields = line.split()
+                if (fields[1], fields[2]) == wanted:
+                    return int(fields[7])
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return None
+
+
+def _hex_address(address: tuple[str, int]) -> str:
+    """An IPv4 address and port as /proc/net/tcp writes them: the address's bytes in host order, in hex."""
+    packed = socket.inet_aton(address[0])
+    return f"{int.from_bytes(packed, sys.byteorder):08X}:{address[1]:04X}"

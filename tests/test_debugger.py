@@ -4,7 +4,9 @@ server and in every server after every save, preloaded and cold."""
 
 from __future__ import annotations
 
+
 import json
+import os
 import socket
 import threading
 import urllib.request
@@ -199,6 +201,39 @@ def test_a_taken_port_and_a_client_of_another_protocol_get_one_line_each(project
     assert line == (f"devbox: debugger: a client at 127.0.0.1:{debug_port} does not speak the Debug Adapter Protocol "
                     "(it sent 'GET / HTTP/1.1'): attach with a DAP client, such as VS Code's Python debugger")
     attach_and_hit(project, debug_port, "hello v1")  # the adapter never saw it: a real client attaches as before
+    assert run.interrupt() == 0
+
+
+# a DAP client's first message, sent as another user: what it gets back (nothing: refused)
+OTHER_USER_CLIENT = """
+import socket, sys
+body = b'{"seq": 1, "type": "request", "command": "initialize", "arguments": {"adapterID": "x"}}'
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
+    s.sendall(b"Content-Length: %d\\r\\n\\r\\n" % len(body) + body)
+    try:
+        print(len(s.recv(100)))
+    except ConnectionResetError:
+        print(0)
+"""
+
+
+def test_only_the_user_who_runs_up_may_attach(project, python_image, site_packages):
+    """debugpy asks a client for nothing, and an attached client runs code in the container: a client of
+    another local user (`nobody`, as a red team tried) is refused with one line naming its uid."""
+    import subprocess
+    import sys
+
+    debug_port = django_project(project, site_packages)
+    run = project.up()
+    run.wait_for(r"debugger: attach a client", timeout=60)
+    run.wait_for(r"ready in", timeout=60)
+    other = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                            OTHER_USER_CLIENT, str(debug_port)], capture_output=True, text=True, timeout=30)
+    assert other.stdout.strip() == "0", other.stdout + other.stderr  # no answer: closed
+    line = run.wait_for(r"debugger: refused a client")
+    assert line == (f"devbox: debugger: refused a client at 127.0.0.1:{debug_port} run by uid 65534: only uid "
+                    f"{os.getuid()}, who runs `devbox up`, may attach (an attached client runs code in the container)")
+    attach_and_hit(project, debug_port, "hello v1")  # its own user attaches as before
     assert run.interrupt() == 0
 
 
