@@ -4,7 +4,6 @@ server and in every server after every save, preloaded and cold."""
 
 from __future__ import annotations
 
-
 import json
 import os
 import socket
