@@ -11,7 +11,7 @@ N times (each save waits for devbox's ready line), and reports:
 - devbox's RSS, threads and open fds after a warm-up and at the end (flat);
 - the edit-to-ready times devbox printed (median, p99).
 
-The test suite runs it with 100 reloads (tests/test_soak.py); the numbers of a
+The test suite runs it with 200 reloads (tests/test_soak.py); the numbers of a
 1,000-reload run go in the closing note and the README.
 
     python bench/soak.py --storm [--saves 300 --runs 5]

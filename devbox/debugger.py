@@ -174,7 +174,7 @@ class DebugSession:
         sock = self.api.exec_start(exec_id, socket=True)
         with self.lock:
             if self.closed:
-                _close(sock)
+                output.close_exec(sock)
                 return
             self.sock = sock
         threading.Thread(target=self._read, args=(sock,), daemon=True, name="devbox-debugger-hub").start()
@@ -218,11 +218,4 @@ class DebugSession:
             self.closed = True
             sock, self.sock = self.sock, None
         if sock is not None:
-            _close(sock)
-
-
-def _close(sock) -> None:
-    try:
-        sock.close()
-    except Exception:
-        pass
+            output.close_exec(sock)

@@ -16,7 +16,7 @@ counted, not kept.
 
 from __future__ import annotations
 
-__all__ = ["Sink", "Lines", "say", "quoted", "stdout", "stderr", "flush", "use_sinks", "stop_waiting", "MAX_LINE"]
+__all__ = ["Sink", "Lines", "say", "quoted", "exec_lines", "close_exec", "stdout", "stderr", "flush", "use_sinks", "stop_waiting", "MAX_LINE"]
 
 import collections
 import os
@@ -208,6 +208,18 @@ class Lines:
         self._partial = bytearray()
         self._dropped = 0
         return text
+
+
+def close_exec(sock) -> None:
+    """Close a hijacked exec socket now, and on a unix socket the socket under docker-py's SocketIO too
+    (closing the SocketIO alone leaves the descriptor to the garbage collector: a few dozen open over
+    hundreds of restarts)."""
+    for each in (sock, getattr(sock, "_sock", None)):
+        if each is not None:
+            try:
+                each.close()
+            except Exception:
+                pass
 
 
 def exec_lines(sock) -> "Iterator[tuple[int, str]]":

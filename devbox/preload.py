@@ -170,10 +170,7 @@ class PreloaderHandle:
             self.on_gone(self)
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        except Exception:
-            pass
+        output.close_exec(self.sock)
 
 
 class PreloadLauncher(ExecLauncher):

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from docker import APIClient
+from docker.utils.socket import frames_iter
 
 from . import inside, output
 from .inside import SERVER_RECORD, TASK_RECORD
@@ -163,7 +164,7 @@ class ExecLauncher:
         try:
             exec_id = self.api.exec_create(self.container_id, ["sh", "-c", _WRAPPER, record, *argv],
                                            environment=environment, workdir=self.workdir)["Id"]
-            return exec_id, self.api.exec_start(exec_id, stream=True, demux=True)
+            return exec_id, self.api.exec_start(exec_id, socket=True)  # closed at the end: see output.close_exec
         except Exception as e:
             raise docker_error(e, f"cannot {doing} in the container") from e
 
@@ -214,17 +215,17 @@ class ExecLauncher:
                 proc.log_matched.set()
 
         try:
-            for chunks in stream:
-                for i, chunk in enumerate(chunks):
-                    if not chunk:
-                        continue
-                    sinks[i].write(chunk)
-                    take(lines[i].feed(chunk))
-                    if pattern and not proc.log_matched.is_set() and pattern.search(lines[i].partial()[:MATCHED_CHARS]):
-                        proc.log_matched.set()
+            for kind, chunk in frames_iter(stream, tty=False):  # (1 stdout | 2 stderr, bytes) as they come
+                i = kind - 1
+                if not chunk or i not in sinks:
+                    continue
+                sinks[i].write(chunk)
+                take(lines[i].feed(chunk))
+                if pattern and not proc.log_matched.is_set() and pattern.search(lines[i].partial()[:MATCHED_CHARS]):
+                    proc.log_matched.set()
         except Exception:  # the connection dropped: the exit code below still tells what happened
             pass
-        _close(stream)
+        output.close_exec(stream)
         for i in lines:
             take(lines[i].close())
         proc.exit_code = self._exit_code(proc.exec_id)
@@ -349,14 +350,13 @@ class ExecLauncher:
         exec_id, stream = self._exec_stream(command, environment, TASK_RECORD, f"run `{_show(command)}`")
         sinks = (output.stdout(), output.stderr())
         try:
-            for chunks in stream:
-                for sink, chunk in zip(sinks, chunks):
-                    if chunk:
-                        sink.write(chunk)
+            for kind, chunk in frames_iter(stream, tty=False):
+                if chunk and kind in (1, 2):
+                    sinks[kind - 1].write(chunk)
         except Exception as e:
             raise docker_error(e, f"`{_show(command)}` was cut off") from e
         finally:
-            _close(stream)
+            output.close_exec(stream)
         return self._exit_code(exec_id)
 
     def parses_inside(self, paths: list[str]) -> bool:
@@ -396,14 +396,6 @@ class ExecLauncher:
         except Exception as e:
             raise docker_error(e, "cannot run a command in the container") from e
         return out.decode("utf-8", "replace") if isinstance(out, bytes) else str(out)
-
-
-def _close(stream) -> None:
-    """Close an exec's output stream now: left to the garbage collector, its socket lingers."""
-    try:
-        stream.close()
-    except Exception:
-        pass
 
 
 def _show(command: str | tuple[str, ...]) -> str:

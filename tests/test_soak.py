@@ -13,15 +13,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 import soak  # noqa: E402
 
 
-def test_100_reloads_leave_nothing_behind_and_devbox_stays_flat(client, busybox_image):
-    result = soak.soak(100)  # its project is labelled dbt-..., so the session sweep also catches it
+def test_200_reloads_leave_nothing_behind_and_devbox_stays_flat(client, busybox_image):
+    result = soak.soak(200)  # its project is labelled dbt-..., so the session sweep also catches it
     assert result["leftovers"] == 0 and result["zombies"] == 0, result
     before, after = result["before"], result["after"]
     assert after["rss_kb"] - before["rss_kb"] < 8_000, result
     assert after["threads"] <= before["threads"] + 2, result
-    # sockets are released as the garbage collector runs (docker-py, urllib3): a few dozen come and go;
-    # a leak of one per reload would add 100
-    assert after["fds"] <= before["fds"] + 24, result
+    # each exec's socket is closed when its output ends (output.close_exec), not left to the garbage
+    # collector: flat, but for a connection of the engine client's pool (left to it, 200 reloads added ~10)
+    assert after["fds"] <= before["fds"] + 2, result
 
 
 @pytest.mark.parametrize("seed", [11, 12])
