@@ -94,7 +94,7 @@ def connect(timeout: int = 120):
 
     where = endpoint()
     if where.is_ssh:  # through an SSH connection of devbox's own (tunnel.py); the SDK needs no paramiko
-        from .tunnel import open_tunnel
+        from .tunnel import REMOTE_SOCKET_VAR, open_tunnel
 
         tunnel = open_tunnel(where.host)
         try:
@@ -103,7 +103,8 @@ def connect(timeout: int = 120):
             return client
         except Exception as e:
             raise DockerUnavailable(f"cannot reach the Docker engine at {where} through SSH ({docker_reason(e)}): "
-                                    f"is it running there? try `ssh {tunnel.destination} docker info`") from e
+                                    f"nothing answers at {tunnel.remote} on {tunnel.destination} ({tunnel.remote_from}); "
+                                    f"set {REMOTE_SOCKET_VAR} to the engine's socket there") from e
     try:
         if where.source == "DOCKER_HOST":
             client = docker.from_env(timeout=timeout)  # also reads DOCKER_TLS_VERIFY and DOCKER_CERT_PATH

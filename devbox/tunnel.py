@@ -8,6 +8,11 @@ MaxSessions (10): devbox's parallel execs then fail with "Secsh channel 11 open 
 has none of these limits: one master connection (`-M`) forwards a local unix socket to the engine's
 socket (`-L`, streamlocal channels, not sessions), and the published ports are added to the same
 connection (`-O forward`) once the container is up, so the app is at this machine's loopback.
+
+Where the engine is on the remote host is the remote's own answer, as for the Docker CLI (whose
+`docker system dial-stdio` connects to the remote CLI's endpoint): `docker context inspect` run there
+over the same connection gives rootless Docker's `/run/user/UID/docker.sock` or a `DOCKER_HOST` set
+there; without a docker CLI there, /var/run/docker.sock. `DEVBOX_SSH_DOCKER_SOCKET` names it instead.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ DEFAULT_REMOTE_SOCKET = "/var/run/docker.sock"
 # Without it Nagle's rule holds every second small write until the first is acknowledged, and the other
 # end delays that ack by 40 ms: each API call whose headers and body went in two writes paid 40 ms.
 KEEP_OPEN = "exec sleep 2147483647"
+# the remote docker CLI's endpoint (its DOCKER_HOST, else its context's), as `docker -H ssh://` would use it
+ASK_ENDPOINT = "docker context inspect --format '{{.Endpoints.docker.Host}}' 2>/dev/null"
 OPEN_TIMEOUT = 30.0  # seconds for the connection (BatchMode: keys from the agent or unencrypted, no prompt)
 
 
@@ -48,6 +55,8 @@ class SshTunnel:
         self.control: Path | None = None
         self.master: subprocess.Popen | None = None
         self.forwards: dict[tuple[str, int], int] = {}  # (local address, local port) -> remote port
+        self.remote = ""  # the engine's socket (or host:port) on the remote host
+        self.remote_from = ""  # how devbox knows it, for the lines that name it
 
     def _ssh(self) -> list[str]:
         ssh = shutil.which("ssh")
@@ -62,16 +71,29 @@ class SshTunnel:
         name = uuid.uuid4().hex[:10]
         self.socket = runtime_dir() / f"ssh-{name}.sock"
         self.control = runtime_dir() / f"ssh-{name}.ctl"
-        remote = os.environ.get(REMOTE_SOCKET_VAR) or DEFAULT_REMOTE_SOCKET
         argv = [*self._ssh(), "-tt", "-M", "-S", str(self.control), "-o", "ControlPersist=no",
                 "-o", "BatchMode=yes",
                 "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15", "-o", "StreamLocalBindUnlink=yes",
-                "-L", f"{self.socket}:{remote}", self.destination, KEEP_OPEN]
+                self.destination, KEEP_OPEN]
         self.master = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.PIPE, start_new_session=True)
         atexit.register(self.close)
         deadline = time.monotonic() + OPEN_TIMEOUT
-        while not self._answers():
+        self._wait(self._connected, deadline)
+        self.remote, self.remote_from = self._remote_endpoint()
+        result = subprocess.run([*self._ssh(), "-S", str(self.control), "-O", "forward", "-L",
+                                 f"{self.socket}:{self.remote}", self.destination],
+                                capture_output=True, text=True, timeout=OPEN_TIMEOUT)
+        if result.returncode != 0:
+            said = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DockerUnavailable(f"cannot reach the engine at {self.url}: forwarding to {self.remote} on "
+                                    f"{self.destination} failed ({said})")
+        self._wait(self._answers, deadline)
+        return self
+
+    def _wait(self, done, deadline: float) -> None:
+        while not done():
+            assert self.master is not None
             if self.master.poll() is not None:
                 said = (self.master.stderr.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
                 raise DockerUnavailable(f"cannot reach the engine at {self.url}: ssh {self.destination} says: {said}")
@@ -80,7 +102,29 @@ class SshTunnel:
                 raise DockerUnavailable(f"cannot reach the engine at {self.url}: ssh {self.destination} did not connect "
                                         f"within {OPEN_TIMEOUT:.0f}s (try `ssh {self.destination}`)")
             time.sleep(0.02)
-        return self
+
+    def _connected(self) -> bool:
+        return subprocess.run([*self._ssh(), "-S", str(self.control), "-O", "check", self.destination],
+                              capture_output=True, timeout=10).returncode == 0
+
+    def _remote_endpoint(self) -> tuple[str, str]:
+        """Where the engine is on the remote host, and how that is known: DEVBOX_SSH_DOCKER_SOCKET, else the
+        remote docker CLI's own endpoint (its DOCKER_HOST or context), else the default socket."""
+        named = os.environ.get(REMOTE_SOCKET_VAR)
+        if named:
+            return named, REMOTE_SOCKET_VAR
+        try:
+            result = subprocess.run([*self._ssh(), "-S", str(self.control), self.destination, ASK_ENDPOINT],
+                                    capture_output=True, text=True, timeout=OPEN_TIMEOUT)
+            answer = result.stdout.strip().splitlines()[-1] if result.returncode == 0 and result.stdout.strip() else ""
+        except (OSError, subprocess.TimeoutExpired):
+            answer = ""
+        parts = urlsplit(answer)
+        if parts.scheme == "unix" and parts.path:
+            return parts.path, f"`docker context inspect` on {self.destination}"
+        if parts.scheme == "tcp" and parts.hostname and parts.port:
+            return f"{parts.hostname}:{parts.port}", f"`docker context inspect` on {self.destination}"
+        return DEFAULT_REMOTE_SOCKET, f"the default: no docker CLI on {self.destination} said otherwise"
 
     def _answers(self) -> bool:
         if self.socket is None or not self.socket.exists():

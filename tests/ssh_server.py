@@ -20,8 +20,12 @@ SSHD = "/usr/sbin/sshd"
 
 
 class SshServer:
-    def __init__(self, engine_socket: Path):
-        self.engine_socket = engine_socket
+    """`where_the_cli_says`: the engine's socket is not /var/run/docker.sock there (that path is /dev/null,
+    as on a host with rootless Docker only); the remote `docker` CLI knows it from DOCKER_HOST, set for
+    every session, as a user's shell profile would."""
+
+    def __init__(self, engine_socket: Path, where_the_cli_says: bool = False):
+        self.engine_socket, self.where_the_cli_says = engine_socket, where_the_cli_says
         self.root = Path(tempfile.mkdtemp(prefix="devbox-sshd-"))
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -39,7 +43,8 @@ class SshServer:
         (r / "sshd_config").write_text(
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {r}/host\nAuthorizedKeysFile {r}/authorized_keys\n"
             f"PidFile {r}/sshd.pid\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n"
-            "StrictModes no\nAllowStreamLocalForwarding yes\nAllowTcpForwarding yes\nMaxSessions 10\n")
+            "StrictModes no\nAllowStreamLocalForwarding yes\nAllowTcpForwarding yes\nMaxSessions 10\n"
+            + (f"SetEnv DOCKER_HOST=unix://{self.engine_socket}\n" if self.where_the_cli_says else ""))
         (r / "known_hosts").write_text(f"[127.0.0.1]:{self.port} " + (r / "host.pub").read_text().split(" ", 2)[0] + " "
                                        + (r / "host.pub").read_text().split(" ", 2)[1] + "\n")
         (r / "ssh_config").write_text(
@@ -50,8 +55,8 @@ class SshServer:
         (self.bin / "ssh").write_text(f'#!/bin/sh\nexec {real_ssh} -F {r}/ssh_config "$@"\n')
         (self.bin / "ssh").chmod(0o755)
         Path("/run/sshd").mkdir(exist_ok=True)  # its privilege separation folder
-        inner = (f"mount --bind {self.engine_socket} /var/run/docker.sock && "
-                 f"exec {SSHD} -D -e -f {r}/sshd_config")
+        there = "/dev/null" if self.where_the_cli_says else self.engine_socket
+        inner = f"mount --bind {there} /var/run/docker.sock && exec {SSHD} -D -e -f {r}/sshd_config"
         self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", inner],
                                      stdout=open(r / "sshd.log", "wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20

@@ -296,3 +296,31 @@ def test_a_synced_container_removed_behind_devboxs_back_comes_back_with_the_file
     project.write("value.py", "VALUE = 'after'\n")
     assert wait_http(project.port, "after") == "after"
     assert up.proc.poll() is None
+
+
+def test_an_ssh_engine_whose_socket_is_not_the_default_is_found_where_the_remote_cli_finds_it(
+        tmp_path, second_engine, busybox_image):
+    """Rootless Docker's socket, or a DOCKER_HOST set on the build host: `docker -H ssh://HOST` works
+    there, so devbox must too. The remote's /var/run/docker.sock leads nowhere."""
+    from conftest import SshProject
+    from ssh_server import SshServer
+
+    server = SshServer(second_engine.root / "docker.sock", where_the_cli_says=True).start()
+    project = SshProject(tmp_path / "app", second_engine, server)
+    project.path.mkdir()
+    try:
+        project.write("www/index.html", "over ssh\n")
+        project.config("""\
+            name: {name}
+            image: devbox-test/busybox:1
+            ports: ["{port}:8000"]
+            command: exec httpd -f -p 8000 -h /app/www
+            """)
+        doctor = project.run("doctor")
+        assert f"ok    engine: {server.url}" in doctor.stderr, doctor.stderr
+        run = project.up()
+        wait_http(project.port, "over ssh", timeout=60)
+        assert run.interrupt() == 0
+    finally:
+        project.cleanup()
+        server.stop()
