@@ -324,3 +324,34 @@ def test_an_ssh_engine_whose_socket_is_not_the_default_is_found_where_the_remote
     finally:
         project.cleanup()
         server.stop()
+
+
+def test_big_files_are_not_sent_and_big_batches_go_in_parts(remote_project):
+    """A sparse 2 GB file is over the size cap: not sent, named in one line. 6,000 files go in parts of
+    PART_FILES (2,000), a line after each, every part answered within its own bound: the channel stays,
+    and the save after a batch of 4,500 new files is served. (50,000 files: bench, see the issue's note.)"""
+    project = remote_project
+    python_app(project)
+    with open(project.path / "big.bin", "wb") as f:
+        f.truncate(2 << 30)  # sparse: 2 GB long, nothing on disk
+    for folder in range(6):
+        (project.path / "data" / f"d{folder}").mkdir(parents=True)
+        for i in range(1000):
+            (project.path / "data" / f"d{folder}" / f"f{i}.txt").write_text(f"{folder}-{i}\n")
+    run = project.up()
+    wait_http(project.port, "v1", timeout=120)
+    assert run.count(r"sync: \d+ files sent so far") >= 3, run.output
+    line = run.wait_for(r"sync: not sent, over 50 MB")
+    assert line == ("devbox: sync: not sent, over 50 MB: big.bin (2147 MB) (to send bigger files, set "
+                    "`sync: {max_file_mb: N}` in devbox.yaml)"), line
+    assert not exists(project, "/app/big.bin") and in_container(project, "cat", "/app/data/d5/f999.txt") == "5-999\n"
+    starts = run.count(r"ready in ")
+    for i in range(4500):
+        (project.path / "data" / "d0" / f"new{i}.txt").write_text("new\n")
+    wait_until(lambda: exists(project, "/app/data/d0/new4499.txt"), 120, "the 4,500 new files in the container")
+    run.wait_for(r"ready in .*more changed\)", timeout=60, count=1)
+    (project.path / "value.py").write_text("VALUE = 'v2'\n")
+    wait_http(project.port, "v2", timeout=60)
+    assert run.count(r"ready in ") > starts
+    assert "did not answer" not in run.output and "could not be synced" not in run.output, run.output
+    assert run.interrupt() == 0

@@ -157,3 +157,21 @@ def test_an_ssh_engine_without_the_ssh_client_says_what_to_install(tmp_path):
     assert result.returncode == 2, result
     assert result.stderr.strip() == ("devbox: the engine at ssh://me@buildbox is reached over SSH, and `ssh` (the "
                                      "OpenSSH client) is not on PATH: install it"), result.stderr
+
+
+def test_a_big_batch_goes_in_parts_deletions_first_and_big_files_stay_out(tmp_path):
+    config = load_config(make(tmp_path) / "devbox.yaml")
+    (tmp_path / "many").mkdir()
+    for i in range(25):
+        (tmp_path / "many" / f"f{i:02}.txt").write_text("x")
+    with open(tmp_path / "big.bin", "wb") as f:
+        f.truncate(3000)  # sparse: its length is what counts
+    paths = [tmp_path / "many", tmp_path / "gone1.txt", tmp_path / "gone2.txt", tmp_path / "gone3.txt",
+             tmp_path / "big.bin"]
+    parts = list(Archive.parts(SyncedTree(config), paths, max_bytes=2000, part_files=10, also_delete=["/app/old"]))
+    # the deletions go in the first part (the container deletes, then extracts: a file may become a folder)
+    assert [p.deletions for p in parts] == [["/app/old", "/app/gone1.txt", "/app/gone2.txt", "/app/gone3.txt"], [], []]
+    assert [p.files for p in parts] == [10, 10, 5]  # 25 files, in parts of 10 (the folder is a member too)
+    assert sum(len(names(p)) for p in parts if p.members) == 26
+    assert [(path.name, size) for p in parts for path, size in p.skipped] == [("big.bin", 3000)]
+    assert all("app/big.bin" not in names(p) for p in parts if p.members)

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from .. import schema
 from ..errors import ConfigError, ConfigProblem
 from .envfiles import interpolate_tree, read_env_file
-from .model import COMPOSE_FILES, CONFIG_NAME, LOCAL_NAME, Browser, Build, Compose, ComposeFiles, Config, Debugger, Mount, Port, Ready, Rule, Volume, Watch
+from .model import COMPOSE_FILES, CONFIG_NAME, SYNC_MAX_MB, LOCAL_NAME, Browser, Build, Compose, ComposeFiles, Config, Debugger, Mount, Port, Ready, Rule, Volume, Watch
 from .yamlpos import Positions, parse
 
 # -- finding the file --------------------------------------------------------------------------
@@ -277,11 +277,18 @@ def _freeze(data: dict, path: Path, project_dir: Path) -> Config:
                                                      tuple(compose.get("services", [])), compose.get("service"),
                                                      tuple(compose.get("completed", []))),
         preload=None if data.get("preload", "auto") == "auto" else bool(data["preload"]),
-        sync=None if data.get("sync", "auto") == "auto" else bool(data["sync"]),
+        sync=_sync_when(data.get("sync", "auto")),
+        sync_max_mb=int(data["sync"].get("max_file_mb", SYNC_MAX_MB)) if isinstance(data.get("sync"), dict)
+        else SYNC_MAX_MB,
         entrypoint=None if "entrypoint" not in data else tuple(_argv(data["entrypoint"])),
         debugger=_debugger(data.get("debugger", False)),
         browser=_browser(data.get("browser", False)),
     )
+
+
+def _sync_when(value: str | bool | dict) -> bool | None:
+    when = value.get("when", "auto") if isinstance(value, dict) else value
+    return None if when == "auto" else bool(when)
 
 
 def _browser(value: bool | dict) -> Browser | None:

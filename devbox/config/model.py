@@ -4,7 +4,7 @@ trusts it."""
 from __future__ import annotations
 
 __all__ = ["Config", "Port", "Mount", "Volume", "Ready", "Watch", "Rule", "Build", "Compose", "ComposeFiles", "Debugger", "Browser",
-           "CONFIG_NAME", "LOCAL_NAME", "RuleAction", "COMPOSE_FILES", "OVERRIDE_FILES"]
+           "CONFIG_NAME", "LOCAL_NAME", "SYNC_MAX_MB", "RuleAction", "COMPOSE_FILES", "OVERRIDE_FILES"]
 
 import enum
 import hashlib
@@ -18,6 +18,7 @@ from .envfiles import read_env_file
 
 CONFIG_NAME = "devbox.yaml"
 LOCAL_NAME = "devbox.local.yaml"
+SYNC_MAX_MB = 50  # `sync.max_file_mb`'s default: a bigger file is data, not source
 
 
 
@@ -170,6 +171,7 @@ class Config:
     debugger: Debugger | None = None  # None: off
     browser: Browser | None = None  # None: off (devbox answers on the first published port when on)
     sync: bool | None = None  # None: auto (copy the files in when the engine cannot see this folder)
+    sync_max_mb: int = SYNC_MAX_MB  # a synced file bigger than this is not sent (said, with the file's name)
 
     def with_debugger(self) -> "Config":
         """This config with the debugger on (`devbox up --debugger`), as configured if it is."""
@@ -246,7 +248,7 @@ class Config:
             "stop_signal": self.stop_signal,
             "stop_timeout": self.stop_timeout,
             "preload": "auto" if self.preload is None else self.preload,
-            "sync": "auto" if self.sync is None else self.sync,
+            "sync": {"when": "auto" if self.sync is None else self.sync, "max_file_mb": self.sync_max_mb},
             "debugger": False if self.debugger is None else {"port": self.debugger.port, "wait": self.debugger.wait},
             "browser": False if self.browser is None else {"reload": self.browser.reload, "hold": self.browser.hold},
             "ready": {k: v for k, v in (("http", self.ready.http), ("tcp", self.ready.tcp), ("log", self.ready.log))

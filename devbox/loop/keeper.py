@@ -209,7 +209,7 @@ class ContainerKeeper:
             self.say(line)
             self.placement_said = line
         if placement.synced:
-            self.syncer = Syncer(self.loop.client.api, self.config, container_id)
+            self.syncer = Syncer(self.loop.client.api, self.config, container_id, self.say)
             sent = self.loop.interruptible(self.syncer.send_all)
             self.say(f"synced {sent} through {self.syncer.way}")
 

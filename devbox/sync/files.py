@@ -76,6 +76,10 @@ def dockerignore_patterns(folder: Path) -> list[str]:
     return out
 
 
+PART_FILES = 2000  # files (or deletions) in one archive at most: a batch bigger than this goes in parts,
+PART_BYTES = 64 * 1024 * 1024  # or bytes: each part is one request, answered within its own bound
+
+
 @dataclass
 class Archive:
     """One tar of files, each under its container path (relative to /), owned by root as `COPY` makes
@@ -85,39 +89,66 @@ class Archive:
     files: int = 0
     members: int = 0  # files, links and folders in the tar
     deletions: list[str] = field(default_factory=list)
+    skipped: list[tuple[Path, int]] = field(default_factory=list)  # files over the size cap: (path, size)
+    max_bytes: int | None = None  # a file bigger than this is not sent
+    bytes_in: int = 0  # the files' bytes so far (the tar's own headers aside)
 
     @classmethod
-    def of(cls, tree: SyncedTree, paths: Iterable[Path]) -> "Archive":
-        """The archive for these host paths: the ones that exist go in (a folder with what it holds), the
-        ones that are gone are deleted. Paths outside every mount, or ignored, are left out."""
-        archive = cls(tempfile.SpooledTemporaryFile(SPOOL))  # type: ignore[arg-type]
-        with tarfile.open(fileobj=archive.data, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for path in sorted(paths):  # the same batch, the same archive
-                target = tree.target(path)
-                if target is None:
+    def of(cls, tree: SyncedTree, paths: Iterable[Path], max_bytes: int | None = None) -> "Archive":
+        """The archive for these host paths, whole (see `parts`)."""
+        whole = None
+        for part in cls.parts(tree, paths, max_bytes, part_files=None):
+            whole = part
+        return whole if whole is not None else cls(max_bytes=max_bytes)
+
+    @classmethod
+    def parts(cls, tree: SyncedTree, paths: Iterable[Path], max_bytes: int | None = None,
+              part_files: int | None = PART_FILES, also_delete: Iterable[str] = ()) -> Iterator["Archive"]:
+        """The archives for these host paths, in order: the ones that exist go in (a folder with what it
+        holds), the ones that are gone are deleted (in the first parts, before any file); a file over
+        `max_bytes` is left out (in `skipped`). Paths outside every mount, or ignored, are left out. With
+        `part_files`, a new part begins after that many files or deletions, or PART_BYTES of files.
+        `also_delete`: container paths to delete besides (what was sent before and is gone since)."""
+        deletions, files = list(also_delete), []
+        for path in sorted(paths):  # the same batch, the same archives
+            target = tree.target(path)
+            if target is None:
+                continue
+            if not os.path.lexists(path):
+                deletions.append(target)
+            elif path.is_dir() and not path.is_symlink():
+                if not tree.wanted(path):
                     continue
-                if not os.path.lexists(path):
-                    archive.deletions.append(target)
-                    continue
-                if path.is_dir() and not path.is_symlink():
-                    if not tree.wanted(path):
-                        continue
-                    for root, dirs, files in os.walk(path):
-                        dirs[:] = [d for d in dirs if tree.wanted(Path(root, d))]
-                        archive._add(tar, Path(root), tree.target(Path(root)))
-                        for name in files:
-                            inner = Path(root, name)
-                            if tree.filter(watchfiles.Change.modified, str(inner)):
-                                archive._add(tar, inner, tree.target(inner))
-                    continue
-                if not tree.filter(watchfiles.Change.modified, str(path)):
-                    continue
-                archive._add(tar, path, target)
+                for root, dirs, names in os.walk(path):
+                    dirs[:] = sorted(d for d in dirs if tree.wanted(Path(root, d)))
+                    files.append(Path(root))
+                    files += [Path(root, n) for n in sorted(names)
+                              if tree.filter(watchfiles.Change.modified, str(Path(root, n)))]
+            elif tree.filter(watchfiles.Change.modified, str(path)):
+                files.append(path)
                 if target.endswith(".py"):  # the container's own bytecode of it (its mtime may not change)
                     folder, name = target.rsplit("/", 1)
-                    archive.deletions.append(f"{folder}/__pycache__/{name[:-3]}.*.pyc")
-        archive.data.seek(0, io.SEEK_END)
-        return archive
+                    deletions.append(f"{folder}/__pycache__/{name[:-3]}.*.pyc")
+        step = part_files or max(1, len(deletions))
+        made: list[Archive] = []
+        for i in range(0, len(deletions), step):
+            made.append(cls(max_bytes=max_bytes, deletions=deletions[i:i + step]))
+        current = made.pop() if made else cls(tempfile.SpooledTemporaryFile(SPOOL), max_bytes=max_bytes)  # type: ignore[arg-type]
+        yield from made
+        if not isinstance(current.data, tempfile.SpooledTemporaryFile):
+            current.data = tempfile.SpooledTemporaryFile(SPOOL)  # type: ignore[assignment]
+        tar = tarfile.open(fileobj=current.data, mode="w", format=tarfile.PAX_FORMAT)
+        for path in files:
+            if part_files and (current.files >= part_files or current.bytes_in >= PART_BYTES):
+                tar.close()
+                current.data.seek(0, io.SEEK_END)
+                yield current
+                current = cls(tempfile.SpooledTemporaryFile(SPOOL), max_bytes=max_bytes)  # type: ignore[arg-type]
+                tar = tarfile.open(fileobj=current.data, mode="w", format=tarfile.PAX_FORMAT)
+            current._add(tar, path, tree.target(path))
+        tar.close()
+        current.data.seek(0, io.SEEK_END)
+        yield current
 
     def _add(self, tar: tarfile.TarFile, path: Path, target: str | None) -> None:
         if target is None:
@@ -130,11 +161,15 @@ class Archive:
         info.uname = info.gname = "root"
         info.mtime = int(info.mtime)  # whole seconds: no pax header for every file
         if info.isreg():
+            if self.max_bytes is not None and info.size > self.max_bytes:
+                self.skipped.append((path, info.size))  # a sparse 2 GB file too: its length is what tar sends
+                return
             try:
                 with open(path, "rb") as f:
                     tar.addfile(info, f)
             except OSError:
                 return
+            self.bytes_in += info.size
         elif info.isdir() or info.issym():
             tar.addfile(info)
         else:
