@@ -88,20 +88,19 @@ class Dockerfile:
 
     def sources_of(self, place: str) -> list[str]:
         """The context paths the image's stage copies to the container path `place` (before a build: is the
-        script the command names in the image?)."""
+        script the command names in the image?): each COPY's candidate, checked by where it would land."""
         out = []
         for copy in self.copies:
             if not copy.final or not copy.dest:
                 continue
-            dest = copy.dest.rstrip("/") or "/"
+            dest = copy.dest.rstrip("/")
+            rest = place[len(dest) + 1:] if place.startswith(dest + "/") else ""
             for source in map(clean_source, copy.sources):
-                if place == dest and not copy.dest.endswith("/"):
-                    out.append(source)
-                elif place.startswith(dest.rstrip("/") + "/"):
-                    rest = place[len(dest.rstrip("/")) + 1:]
-                    out.append(rest if source == "." else posixpath.join(source, rest))
-                    if copy.dest.endswith("/") and "/" not in rest:
-                        out.append(posixpath.join(posixpath.dirname(source), rest) if source != "." else rest)
+                inside = rest if source == "." else posixpath.join(source, rest) if rest else ""
+                # a folder source holds `rest`; a file source is itself the file (the caller checks which exists)
+                for candidate in dict.fromkeys(c for c in (inside, source) if c not in ("", ".")):
+                    if place in (copy.destinations(candidate) or []):
+                        out.append(candidate)
         return out
 
     def uses(self, relative: str) -> list[str] | None:

@@ -29,8 +29,9 @@ def down(config: Config, with_volumes: bool) -> None:
     if container is not None and container.status == "running":
         # end the server tree the Django way first, so it can clean up, before the container goes
         ExecLauncher(box.client.api, container.id, config.workdir).end_leftover(config.stop_signal, config.stop_timeout)
+    named = {box.volume_name(v.name) for v in config.volumes}
     anonymous = [m["Name"] for m in (container.attrs.get("Mounts") or []) if m.get("Type") == "volume"
-                 and m.get("Name") and not m["Name"].startswith(f"{config.name}_")] if container is not None else []
+                 and m.get("Name") and m["Name"] not in named] if container is not None else []
     volumes = box.remove(container, volumes=with_volumes)
     if container is not None:
         say(f"removed container {container.name}" + (f" and its anonymous volume{'s' if len(anonymous) > 1 else ''} "
